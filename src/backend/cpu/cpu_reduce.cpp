@@ -1,0 +1,102 @@
+// Reductions over the middle axis of [outer, axis, inner]. Accumulation is in double for f32 so
+// that sums over long axes (losses, gradient norms) keep their precision.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu_backend.hpp"
+
+namespace upcycle {
+
+namespace {
+template <class T>
+void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis,
+                  std::int64_t inner) {
+  const T* px = x.data<T>();
+  T* po = out.data<T>();
+  const double scale = op == ReduceOp::mean && axis > 0 ? 1.0 / static_cast<double>(axis) : 1.0;
+  if (inner == 1) {
+#pragma omp parallel for schedule(static) if (outer * axis > 32768)
+    for (std::int64_t o = 0; o < outer; ++o) {
+      const T* row = px + o * axis;
+      if (op == ReduceOp::max) {
+        T m = axis > 0 ? row[0] : -std::numeric_limits<T>::infinity();
+        for (std::int64_t a = 1; a < axis; ++a) m = row[a] > m ? row[a] : m;
+        po[o] = m;
+      } else {
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (std::int64_t a = 0; a < axis; ++a) s += static_cast<double>(row[a]);
+        po[o] = static_cast<T>(s * scale);
+      }
+    }
+    return;
+  }
+#pragma omp parallel if (outer * axis * inner > 32768)
+  {
+    std::vector<double> acc(static_cast<std::size_t>(inner));
+#pragma omp for schedule(static)
+    for (std::int64_t o = 0; o < outer; ++o) {
+      const T* base = px + o * axis * inner;
+      T* dst = po + o * inner;
+      if (op == ReduceOp::max) {
+        for (std::int64_t i = 0; i < inner; ++i) dst[i] = -std::numeric_limits<T>::infinity();
+        for (std::int64_t a = 0; a < axis; ++a)
+          for (std::int64_t i = 0; i < inner; ++i) dst[i] = base[a * inner + i] > dst[i] ? base[a * inner + i] : dst[i];
+        continue;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (std::int64_t a = 0; a < axis; ++a) {
+        const T* r = base + a * inner;
+#pragma omp simd
+        for (std::int64_t i = 0; i < inner; ++i) acc[static_cast<std::size_t>(i)] += static_cast<double>(r[i]);
+      }
+      for (std::int64_t i = 0; i < inner; ++i) dst[i] = static_cast<T>(acc[static_cast<std::size_t>(i)] * scale);
+    }
+  }
+}
+}  // namespace
+
+void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis,
+                        std::int64_t inner) {
+  UPCYCLE_CHECK(x.numel() == outer * axis * inner && out.numel() == outer * inner,
+                "reduce: ", describe(x), " as [", outer, ", ", axis, ", ", inner, "] into ", describe(out));
+  UPCYCLE_CHECK(x.dtype() == out.dtype(), "reduce: dtypes differ");
+  dispatch_floating(x.dtype(), "reduce", [&](auto t) { reduce_typed<decltype(t)>(op, x, out, outer, axis, inner); });
+}
+
+void CpuBackend::expand_axis(const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis,
+                             std::int64_t inner, double alpha) {
+  UPCYCLE_CHECK(x.numel() == outer * inner && out.numel() == outer * axis * inner, "expand_axis: ",
+                describe(x), " -> ", describe(out), " as [", outer, ", ", axis, ", ", inner, "]");
+  dispatch_floating(x.dtype(), "expand_axis", [&](auto t) {
+    using T = decltype(t);
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+    const T a = static_cast<T>(alpha);
+#pragma omp parallel for collapse(2) schedule(static) if (outer * axis * inner > 32768)
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t j = 0; j < axis; ++j) {
+        const T* src = px + o * inner;
+        T* dst = po + (o * axis + j) * inner;
+#pragma omp simd
+        for (std::int64_t i = 0; i < inner; ++i) dst[i] = a * src[i];
+      }
+  });
+}
+
+void CpuBackend::sum_squares(const Tensor& x, Tensor& out) {
+  check_dtype(out, DType::f64, "sum_squares output");
+  UPCYCLE_CHECK(out.numel() == 1, "sum_squares: output must have one element");
+  dispatch_floating(x.dtype(), "sum_squares", [&](auto t) {
+    using T = decltype(t);
+    const T* px = x.data<T>();
+    const std::int64_t n = x.numel();
+    double s = 0.0;
+#pragma omp parallel for simd reduction(+ : s) schedule(static) if (n > 32768)
+    for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(px[i]) * static_cast<double>(px[i]);
+    out.data<double>()[0] = s;
+  });
+}
+
+}  // namespace upcycle

@@ -1,0 +1,3 @@
+#include "upcycle/ops/activation.hpp"
+
+namespace upcycle {}  // namespace upcycle

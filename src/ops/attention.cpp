@@ -1,0 +1,3 @@
+#include "upcycle/ops/attention.hpp"
+
+namespace upcycle {}  // namespace upcycle

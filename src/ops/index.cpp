@@ -1,0 +1,3 @@
+#include "upcycle/ops/index.hpp"
+
+namespace upcycle {}  // namespace upcycle

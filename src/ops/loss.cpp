@@ -1,0 +1,3 @@
+#include "upcycle/ops/loss.hpp"
+
+namespace upcycle {}  // namespace upcycle

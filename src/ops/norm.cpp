@@ -1,0 +1,3 @@
+#include "upcycle/ops/norm.hpp"
+
+namespace upcycle {}  // namespace upcycle

@@ -1,0 +1,3 @@
+#include "upcycle/ops/random.hpp"
+
+namespace upcycle {}  // namespace upcycle

@@ -1,0 +1,3 @@
+#include "upcycle/ops/shape.hpp"
+
+namespace upcycle {}  // namespace upcycle

@@ -1,0 +1,3 @@
+#include "upcycle/ops/softmax.hpp"
+
+namespace upcycle {}  // namespace upcycle

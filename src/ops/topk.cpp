@@ -1,0 +1,3 @@
+#include "upcycle/ops/topk.hpp"
+
+namespace upcycle {}  // namespace upcycle
