@@ -1,1 +1,69 @@
-int main() { return 0; }
+// upcycle_train: reads and validates the config, prepares the run directory, runs the stages.
+// Exit status (DESIGN.md): 0 success, 2 usage or config error, 1 failure at run time.
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "upcycle/backend/threads.hpp"
+#include "upcycle/core/error.hpp"
+#include "upcycle/dist/world.hpp"
+#include "upcycle/io/command_line.hpp"
+#include "upcycle/io/config.hpp"
+#include "upcycle/train/stages.hpp"
+
+namespace {
+
+void run(const upcycle::Config& cfg) {
+  const std::filesystem::path dir = cfg.get_string("run.dir");
+  if (dir.empty()) UPCYCLE_USAGE_ERROR("run.dir is empty, but upcycle_train writes its outputs there: set [run] dir");
+  const auto world = upcycle::make_world_communicator();
+  if (world->rank() == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) UPCYCLE_THROW("cannot create run directory '", dir.string(), "': ", ec.message());
+    upcycle::write_config_file(cfg, (dir / "config.ini").string());
+  }
+  const int threads = upcycle::configure_cpu_threads(static_cast<int>(cfg.get_int("run.threads")));
+  if (world->rank() == 0)
+    std::cout << "upcycle_train: " << world->size() << " rank(s) x " << threads << " thread(s), run dir " << dir.string()
+              << std::endl;
+  world->barrier();
+  upcycle::run_stages(cfg, world);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // MPI starts before anything else reads argv; a failure on one rank ends the whole job, since
+  // the other ranks may be waiting in a collective for it.
+  std::unique_ptr<upcycle::MpiSession> mpi;
+  try {
+    mpi = std::make_unique<upcycle::MpiSession>(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "upcycle_train: " << e.what() << "\n";
+    return 1;
+  }
+  try {
+    const upcycle::CommandLine cl = upcycle::parse_command_line(argc, argv);
+    if (cl.help) {
+      std::cout << upcycle::command_line_help();
+      return 0;
+    }
+    const upcycle::Config cfg = upcycle::load_config(cl.config_path, cl.overrides);
+    if (cl.print_config) {
+      std::cout << cfg.to_ini();
+      return 0;
+    }
+    run(cfg);
+    return 0;
+  } catch (const upcycle::UsageError& e) {
+    // Every rank reads the same config, so every rank fails here alike: no abort needed.
+    std::cerr << "upcycle_train: error: " << e.message() << "\n(see upcycle_train --help)\n";
+    return 2;
+  } catch (const std::exception& e) {  // upcycle::Error included: its source location helps a bug report
+    std::cerr << "upcycle_train: " << e.what() << "\n";
+    mpi->abort_job(1);
+    return 1;
+  }
+}

@@ -131,6 +131,12 @@ class Backend {
   virtual void topk(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx) = 0;
   // Stable argsort of each row (i64 out).
   virtual void argsort(const Tensor& x, bool descending, Tensor& idx) = 0;
+
+  // --- optimisers ---
+  // One AdamW step in place (decoupled weight decay, bias-corrected moments; `step` counts from 1):
+  // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
+  virtual void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
+                     double beta2, double eps, double weight_decay, std::int64_t step) = 0;
 };
 
 // The backend that owns `device`; throws when it was not built in.

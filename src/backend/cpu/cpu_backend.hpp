@@ -47,6 +47,8 @@ class CpuBackend final : public Backend {
   void scatter_add_last(Tensor& out, const Tensor& idx, const Tensor& src) override;
   void topk(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx) override;
   void argsort(const Tensor& x, bool descending, Tensor& idx) override;
+  void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
+             double eps, double weight_decay, std::int64_t step) override;
 };
 
 // Calls f(T{}) with T = float or double for a floating dtype; throws otherwise.

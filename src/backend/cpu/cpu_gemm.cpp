@@ -51,7 +51,9 @@ void CpuBackend::gemm(const GemmDesc& d, const Tensor& a, const Tensor& b, Tenso
   if (d.k == 0) {  // BLAS would leave C untouched; the product is zero.
     for (std::int64_t i = 0; i < d.batch; ++i) {
       Tensor ci = c.reshape({c.numel()}).rows(i * d.stride_c, i * d.stride_c + d.m * d.n);
-      affine(ci, ci, d.beta, 0.0);
+      // beta = 0 means C is not read (it may hold garbage, even NaN), as in BLAS.
+      if (d.beta == 0.0) fill(ci, 0.0);
+      else affine(ci, ci, d.beta, 0.0);
     }
     return;
   }

@@ -1,21 +1,137 @@
+// Row and last-dim gather / scatter-add. Indices are validated in a separate pass before any
+// element is written: a throw inside an OpenMP loop would terminate the program, and a
+// scatter-add that stopped half-way would leave its in/out tensor corrupted.
+#include <algorithm>
+#include <limits>
+
 #include "cpu_backend.hpp"
 
 namespace upcycle {
 
+namespace {
+
+// Throws naming the first position whose index is outside [0, bound).
+template <class I>
+void check_indices(const I* idx, std::int64_t n, std::int64_t bound, const char* what) {
+  std::int64_t bad = std::numeric_limits<std::int64_t>::max();
+#pragma omp parallel for reduction(min : bad) schedule(static) if (n > 32768)
+  for (std::int64_t i = 0; i < n; ++i)
+    if (idx[i] < 0 || static_cast<std::int64_t>(idx[i]) >= bound) bad = std::min(bad, i);
+  if (bad != std::numeric_limits<std::int64_t>::max())
+    UPCYCLE_THROW(what, ": index ", static_cast<std::int64_t>(idx[bad]), " at position ", bad,
+                  " is out of range [0, ", bound, ")");
+}
+
+// [rows, cols] view of a tensor's last dim.
+struct LastDim {
+  std::int64_t rows, cols;
+};
+LastDim last_dim(const Tensor& t, const char* what) {
+  UPCYCLE_CHECK(t.ndim() >= 1, what, ": expected at least one dim, got ", describe(t));
+  return {t.shape().prod(0, t.ndim() - 1), t.dim(-1)};
+}
+
+}  // namespace
+
 void CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
-  UPCYCLE_THROW("cpu kernel gather_rows: not implemented");
+  UPCYCLE_CHECK(table.ndim() == 2, "gather_rows: table must be [V, D], got ", describe(table));
+  const std::int64_t V = table.dim(0), D = table.dim(1), N = idx.numel();
+  UPCYCLE_CHECK(out.dtype() == table.dtype() && out.numel() == N * D, "gather_rows: output ", describe(out),
+                " for ", N, " rows of ", describe(table));
+  dispatch_floating(table.dtype(), "gather_rows", [&](auto t) {
+    using T = decltype(t);
+    dispatch_index(idx.dtype(), "gather_rows", [&](auto it) {
+      using I = decltype(it);
+      const I* pi = idx.data<I>();
+      check_indices(pi, N, V, "gather_rows");
+      const T* src = table.data<T>();
+      T* dst = out.data<T>();
+#pragma omp parallel for schedule(static) if (N * D > 32768)
+      for (std::int64_t i = 0; i < N; ++i) {
+        const T* row = src + static_cast<std::int64_t>(pi[i]) * D;
+        T* o = dst + i * D;
+#pragma omp simd
+        for (std::int64_t j = 0; j < D; ++j) o[j] = row[j];
+      }
+    });
+  });
 }
 
 void CpuBackend::index_add_rows(Tensor& out, const Tensor& idx, const Tensor& src) {
-  UPCYCLE_THROW("cpu kernel index_add_rows: not implemented");
+  UPCYCLE_CHECK(out.ndim() == 2, "index_add_rows: output must be [V, D], got ", describe(out));
+  const std::int64_t V = out.dim(0), D = out.dim(1), N = idx.numel();
+  UPCYCLE_CHECK(src.dtype() == out.dtype() && src.numel() == N * D, "index_add_rows: source ", describe(src),
+                " for ", N, " indices into ", describe(out));
+  dispatch_floating(out.dtype(), "index_add_rows", [&](auto t) {
+    using T = decltype(t);
+    dispatch_index(idx.dtype(), "index_add_rows", [&](auto it) {
+      using I = decltype(it);
+      const I* pi = idx.data<I>();
+      check_indices(pi, N, V, "index_add_rows");
+      const T* ps = src.data<T>();
+      T* po = out.data<T>();
+      // Repeated indices make rows collide, so threads split the columns instead: each owns a
+      // block of columns of every row and no two threads ever add into the same element. A block
+      // spans a few cache lines so that threads do not share lines either.
+      constexpr std::int64_t kBlock = 64;
+      const std::int64_t blocks = (D + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (N * D > 32768 && blocks > 1)
+      for (std::int64_t b = 0; b < blocks; ++b) {
+        const std::int64_t c0 = b * kBlock, c1 = std::min(D, c0 + kBlock);
+        for (std::int64_t i = 0; i < N; ++i) {
+          T* o = po + static_cast<std::int64_t>(pi[i]) * D;
+          const T* s = ps + i * D;
+#pragma omp simd
+          for (std::int64_t j = c0; j < c1; ++j) o[j] += s[j];
+        }
+      }
+    });
+  });
 }
 
 void CpuBackend::gather_last(const Tensor& x, const Tensor& idx, Tensor& out) {
-  UPCYCLE_THROW("cpu kernel gather_last: not implemented");
+  const LastDim xd = last_dim(x, "gather_last"), id = last_dim(idx, "gather_last");
+  UPCYCLE_CHECK(id.rows == xd.rows, "gather_last: indices ", describe(idx), " do not match the rows of ",
+                describe(x));
+  UPCYCLE_CHECK(out.dtype() == x.dtype() && out.numel() == idx.numel(), "gather_last: output ", describe(out),
+                " for indices ", describe(idx));
+  dispatch_floating(x.dtype(), "gather_last", [&](auto t) {
+    using T = decltype(t);
+    dispatch_index(idx.dtype(), "gather_last", [&](auto it) {
+      using I = decltype(it);
+      const I* pi = idx.data<I>();
+      check_indices(pi, idx.numel(), xd.cols, "gather_last");
+      const T* px = x.data<T>();
+      T* po = out.data<T>();
+      const std::int64_t rows = id.rows, k = id.cols, cols = xd.cols;
+#pragma omp parallel for schedule(static) if (rows * k > 32768)
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < k; ++j) po[r * k + j] = px[r * cols + static_cast<std::int64_t>(pi[r * k + j])];
+    });
+  });
 }
 
 void CpuBackend::scatter_add_last(Tensor& out, const Tensor& idx, const Tensor& src) {
-  UPCYCLE_THROW("cpu kernel scatter_add_last: not implemented");
+  const LastDim od = last_dim(out, "scatter_add_last"), id = last_dim(idx, "scatter_add_last");
+  UPCYCLE_CHECK(id.rows == od.rows, "scatter_add_last: indices ", describe(idx), " do not match the rows of ",
+                describe(out));
+  UPCYCLE_CHECK(src.dtype() == out.dtype() && src.numel() == idx.numel(), "scatter_add_last: source ",
+                describe(src), " for indices ", describe(idx));
+  dispatch_floating(out.dtype(), "scatter_add_last", [&](auto t) {
+    using T = decltype(t);
+    dispatch_index(idx.dtype(), "scatter_add_last", [&](auto it) {
+      using I = decltype(it);
+      const I* pi = idx.data<I>();
+      check_indices(pi, idx.numel(), od.cols, "scatter_add_last");
+      const T* ps = src.data<T>();
+      T* po = out.data<T>();
+      const std::int64_t rows = id.rows, k = id.cols, cols = od.cols;
+      // A row's indices only address that row, so rows are independent even with repeats.
+#pragma omp parallel for schedule(static) if (rows * k > 32768)
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < k; ++j) po[r * cols + static_cast<std::int64_t>(pi[r * k + j])] += ps[r * k + j];
+    });
+  });
 }
 
 }  // namespace upcycle

@@ -1,21 +1,252 @@
+// LayerNorm and RMSNorm over the last dim of [rows, D]. Per-row statistics are accumulated in
+// double (for f32 too) and the variance is computed in two passes around the mean, so rows with
+// a large offset keep their precision; the variance is biased (divides by D) like PyTorch.
+// The gamma / beta gradients are column sums over all rows. To make them deterministic (and
+// independent of the thread count) the rows are cut into a fixed set of chunks, each chunk sums
+// its rows into its own double buffer, and the buffers are added in chunk order.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "cpu_backend.hpp"
 
 namespace upcycle {
 
-void CpuBackend::layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y, Tensor& mean, Tensor& rstd) {
-  UPCYCLE_THROW("cpu kernel layernorm: not implemented");
+namespace {
+
+// Number of row chunks for the column sums: enough to keep 16+ threads busy, few enough that the
+// chunk buffers (kColumnChunks * D doubles per sum) stay small.
+constexpr std::int64_t kColumnChunks = 32;
+
+struct NormShape {
+  std::int64_t rows = 0, dim = 0;
+};
+
+// Row statistics ([rows]), gamma / beta and their gradients ([D]) have x's dtype and n elements.
+void check_vector(const Tensor& t, const Tensor& x, std::int64_t n, const char* what) {
+  UPCYCLE_CHECK(t.defined() && t.dtype() == x.dtype() && t.numel() == n, what, ": expected ",
+                dtype_name(x.dtype()), " with ", n, " elements, got ", describe(t));
 }
 
-void CpuBackend::layernorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd, const Tensor& gy, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
-  UPCYCLE_THROW("cpu kernel layernorm_backward: not implemented");
+// x as [rows, D]; gamma, when defined, must be [D].
+NormShape norm_shape(const Tensor& x, const Tensor& gamma, const char* what, const char* gamma_what) {
+  UPCYCLE_CHECK(x.defined() && x.ndim() >= 1 && x.dim(-1) > 0, what,
+                ": expected a tensor with a non-empty last dim, got ", describe(x));
+  NormShape s;
+  s.dim = x.dim(-1);
+  s.rows = x.numel() / s.dim;
+  if (gamma.defined()) check_vector(gamma, x, s.dim, gamma_what);
+  return s;
+}
+
+void check_like(const Tensor& t, const Tensor& like, const char* what) {
+  UPCYCLE_CHECK(t.defined() && t.dtype() == like.dtype() && t.shape() == like.shape(), what,
+                ": expected ", describe(like), ", got ", describe(t));
+}
+
+// Calls row_fn(r, acc_a, acc_b) for every row, where acc_a / acc_b are the row's chunk buffers of
+// D doubles (null when out_a / out_b is null), then writes the column sums to out_a / out_b.
+template <class T, class RowFn>
+void rows_with_column_sums(std::int64_t rows, std::int64_t dim, T* out_a, T* out_b, RowFn row_fn) {
+  const std::int64_t chunks = std::min(rows, kColumnChunks);
+  const auto chunk_size = static_cast<std::size_t>(chunks * dim);
+  std::vector<double> acc_a(out_a ? chunk_size : 0), acc_b(out_b ? chunk_size : 0);
+#pragma omp parallel for schedule(static) if (rows * dim > 32768)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    double* a = out_a ? acc_a.data() + c * dim : nullptr;
+    double* b = out_b ? acc_b.data() + c * dim : nullptr;
+    for (std::int64_t r = c * rows / chunks; r < (c + 1) * rows / chunks; ++r) row_fn(r, a, b);
+  }
+  if (!out_a && !out_b) return;
+#pragma omp parallel for schedule(static) if (chunks * dim > 32768)
+  for (std::int64_t j = 0; j < dim; ++j) {
+    double sa = 0.0, sb = 0.0;
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      if (out_a) sa += acc_a[static_cast<std::size_t>(c * dim + j)];
+      if (out_b) sb += acc_b[static_cast<std::size_t>(c * dim + j)];
+    }
+    if (out_a) out_a[j] = static_cast<T>(sa);
+    if (out_b) out_b[j] = static_cast<T>(sb);
+  }
+}
+
+template <class T>
+void layernorm_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
+                     Tensor& mean, Tensor& rstd, NormShape s) {
+  const std::int64_t rows = s.rows, dim = s.dim;
+  const T* px = x.data<T>();
+  const T* pg = gamma.defined() ? gamma.data<T>() : nullptr;
+  const T* pb = beta.defined() ? beta.data<T>() : nullptr;
+  T* py = y.data<T>();
+  T* pm = mean.data<T>();
+  T* pr = rstd.data<T>();
+#pragma omp parallel for schedule(static) if (rows * dim > 32768)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* xr = px + r * dim;
+    T* yr = py + r * dim;
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (std::int64_t j = 0; j < dim; ++j) sum += static_cast<double>(xr[j]);
+    const double mu = sum / static_cast<double>(dim);
+    double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+    for (std::int64_t j = 0; j < dim; ++j) {
+      const double d = static_cast<double>(xr[j]) - mu;
+      sq += d * d;
+    }
+    const double rs = 1.0 / std::sqrt(sq / static_cast<double>(dim) + eps);
+    // The output uses the stored (T-rounded) statistics, the same ones backward reads.
+    const T m = static_cast<T>(mu), k = static_cast<T>(rs);
+    pm[r] = m;
+    pr[r] = k;
+#pragma omp simd
+    for (std::int64_t j = 0; j < dim; ++j)
+      yr[j] = (xr[j] - m) * k * (pg ? pg[j] : T(1)) + (pb ? pb[j] : T(0));
+  }
+}
+
+// With xhat = (x - mean) rstd and g = gy * gamma:
+//   gx = rstd (g - mean_j(g) - xhat mean_j(g xhat)),  ggamma = sum_rows gy xhat,  gbeta = sum_rows gy.
+template <class T>
+void layernorm_backward_typed(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
+                              const Tensor& gy, Tensor& gx, Tensor& ggamma, Tensor& gbeta, NormShape s) {
+  const std::int64_t dim = s.dim;
+  const T* px = x.data<T>();
+  const T* pgam = gamma.defined() ? gamma.data<T>() : nullptr;
+  const T* pm = mean.data<T>();
+  const T* pr = rstd.data<T>();
+  const T* pgy = gy.data<T>();
+  T* pgx = gx.data<T>();
+  const double inv_dim = 1.0 / static_cast<double>(dim);
+  auto row = [&](std::int64_t r, double* acc_gamma, double* acc_beta) {
+    const T* xr = px + r * dim;
+    const T* gyr = pgy + r * dim;
+    T* gxr = pgx + r * dim;
+    const T m = pm[r], k = pr[r];
+    double sum_g = 0.0, sum_gx = 0.0;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+    for (std::int64_t j = 0; j < dim; ++j) {
+      const double g = static_cast<double>(gyr[j] * (pgam ? pgam[j] : T(1)));
+      sum_g += g;
+      sum_gx += g * static_cast<double>((xr[j] - m) * k);
+    }
+    if (acc_gamma) {
+#pragma omp simd
+      for (std::int64_t j = 0; j < dim; ++j)
+        acc_gamma[j] += static_cast<double>(gyr[j]) * static_cast<double>((xr[j] - m) * k);
+    }
+    if (acc_beta) {
+#pragma omp simd
+      for (std::int64_t j = 0; j < dim; ++j) acc_beta[j] += static_cast<double>(gyr[j]);
+    }
+    const T a = static_cast<T>(sum_g * inv_dim), b = static_cast<T>(sum_gx * inv_dim);
+#pragma omp simd
+    for (std::int64_t j = 0; j < dim; ++j) {
+      const T g = gyr[j] * (pgam ? pgam[j] : T(1));
+      gxr[j] = k * (g - a - (xr[j] - m) * k * b);
+    }
+  };
+  rows_with_column_sums<T>(s.rows, dim, ggamma.defined() ? ggamma.data<T>() : nullptr,
+                           gbeta.defined() ? gbeta.data<T>() : nullptr, row);
+}
+
+template <class T>
+void rmsnorm_typed(const Tensor& x, const Tensor& gamma, double eps, Tensor& y, Tensor& rstd, NormShape s) {
+  const std::int64_t rows = s.rows, dim = s.dim;
+  const T* px = x.data<T>();
+  const T* pg = gamma.defined() ? gamma.data<T>() : nullptr;
+  T* py = y.data<T>();
+  T* pr = rstd.data<T>();
+#pragma omp parallel for schedule(static) if (rows * dim > 32768)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* xr = px + r * dim;
+    T* yr = py + r * dim;
+    double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+    for (std::int64_t j = 0; j < dim; ++j) sq += static_cast<double>(xr[j]) * static_cast<double>(xr[j]);
+    const T k = static_cast<T>(1.0 / std::sqrt(sq / static_cast<double>(dim) + eps));
+    pr[r] = k;
+#pragma omp simd
+    for (std::int64_t j = 0; j < dim; ++j) yr[j] = xr[j] * k * (pg ? pg[j] : T(1));
+  }
+}
+
+// With xhat = x rstd and g = gy * gamma: gx = rstd (g - xhat mean_j(g xhat)), ggamma = sum_rows gy xhat.
+template <class T>
+void rmsnorm_backward_typed(const Tensor& x, const Tensor& gamma, const Tensor& rstd, const Tensor& gy,
+                            Tensor& gx, Tensor& ggamma, NormShape s) {
+  const std::int64_t dim = s.dim;
+  const T* px = x.data<T>();
+  const T* pgam = gamma.defined() ? gamma.data<T>() : nullptr;
+  const T* pr = rstd.data<T>();
+  const T* pgy = gy.data<T>();
+  T* pgx = gx.data<T>();
+  const double inv_dim = 1.0 / static_cast<double>(dim);
+  auto row = [&](std::int64_t r, double* acc_gamma, double*) {
+    const T* xr = px + r * dim;
+    const T* gyr = pgy + r * dim;
+    T* gxr = pgx + r * dim;
+    const T k = pr[r];
+    double sum_gx = 0.0;
+#pragma omp simd reduction(+ : sum_gx)
+    for (std::int64_t j = 0; j < dim; ++j)
+      sum_gx += static_cast<double>(gyr[j] * (pgam ? pgam[j] : T(1))) * static_cast<double>(xr[j] * k);
+    if (acc_gamma) {
+#pragma omp simd
+      for (std::int64_t j = 0; j < dim; ++j)
+        acc_gamma[j] += static_cast<double>(gyr[j]) * static_cast<double>(xr[j] * k);
+    }
+    const T b = static_cast<T>(sum_gx * inv_dim);
+#pragma omp simd
+    for (std::int64_t j = 0; j < dim; ++j) gxr[j] = k * (gyr[j] * (pgam ? pgam[j] : T(1)) - xr[j] * k * b);
+  };
+  rows_with_column_sums<T>(s.rows, dim, ggamma.defined() ? ggamma.data<T>() : nullptr, nullptr, row);
+}
+
+}  // namespace
+
+void CpuBackend::layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
+                           Tensor& mean, Tensor& rstd) {
+  const NormShape s = norm_shape(x, gamma, "layernorm", "layernorm gamma");
+  if (beta.defined()) check_vector(beta, x, s.dim, "layernorm beta");
+  check_like(y, x, "layernorm output");
+  check_vector(mean, x, s.rows, "layernorm mean");
+  check_vector(rstd, x, s.rows, "layernorm rstd");
+  dispatch_floating(x.dtype(), "layernorm",
+                    [&](auto t) { layernorm_typed<decltype(t)>(x, gamma, beta, eps, y, mean, rstd, s); });
+}
+
+void CpuBackend::layernorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
+                                    const Tensor& gy, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
+  const NormShape s = norm_shape(x, gamma, "layernorm_backward", "layernorm_backward gamma");
+  check_vector(mean, x, s.rows, "layernorm_backward mean");
+  check_vector(rstd, x, s.rows, "layernorm_backward rstd");
+  check_like(gy, x, "layernorm_backward gy");
+  check_like(gx, x, "layernorm_backward gx");
+  if (ggamma.defined()) check_vector(ggamma, x, s.dim, "layernorm_backward ggamma");
+  if (gbeta.defined()) check_vector(gbeta, x, s.dim, "layernorm_backward gbeta");
+  dispatch_floating(x.dtype(), "layernorm_backward", [&](auto t) {
+    layernorm_backward_typed<decltype(t)>(x, gamma, mean, rstd, gy, gx, ggamma, gbeta, s);
+  });
 }
 
 void CpuBackend::rmsnorm(const Tensor& x, const Tensor& gamma, double eps, Tensor& y, Tensor& rstd) {
-  UPCYCLE_THROW("cpu kernel rmsnorm: not implemented");
+  const NormShape s = norm_shape(x, gamma, "rmsnorm", "rmsnorm gamma");
+  check_like(y, x, "rmsnorm output");
+  check_vector(rstd, x, s.rows, "rmsnorm rstd");
+  dispatch_floating(x.dtype(), "rmsnorm", [&](auto t) { rmsnorm_typed<decltype(t)>(x, gamma, eps, y, rstd, s); });
 }
 
-void CpuBackend::rmsnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& rstd, const Tensor& gy, Tensor& gx, Tensor& ggamma) {
-  UPCYCLE_THROW("cpu kernel rmsnorm_backward: not implemented");
+void CpuBackend::rmsnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& rstd, const Tensor& gy,
+                                  Tensor& gx, Tensor& ggamma) {
+  const NormShape s = norm_shape(x, gamma, "rmsnorm_backward", "rmsnorm_backward gamma");
+  check_vector(rstd, x, s.rows, "rmsnorm_backward rstd");
+  check_like(gy, x, "rmsnorm_backward gy");
+  check_like(gx, x, "rmsnorm_backward gx");
+  if (ggamma.defined()) check_vector(ggamma, x, s.dim, "rmsnorm_backward ggamma");
+  dispatch_floating(x.dtype(), "rmsnorm_backward", [&](auto t) {
+    rmsnorm_backward_typed<decltype(t)>(x, gamma, rstd, gy, gx, ggamma, s);
+  });
 }
 
 }  // namespace upcycle

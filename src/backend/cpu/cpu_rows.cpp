@@ -1,33 +1,257 @@
+// Row kernels over the last dim of [rows, cols]: the softmax family, the causal mask and
+// cross-entropy. Every row is max-subtracted before exponentiating so no exp overflows, and row
+// sums are accumulated in double (for f32 too) so long rows (vocabularies) keep their precision.
+// Rows are independent, so OpenMP splits the row loop.
+#include <cmath>
+#include <limits>
+
 #include "cpu_backend.hpp"
 
 namespace upcycle {
 
+namespace {
+
+// x is viewed as [rows, cols] with cols its last dim.
+std::int64_t cols_of(const Tensor& x, const char* what) {
+  UPCYCLE_CHECK(x.defined() && x.ndim() >= 1, what, ": expected a tensor with at least one dim, got ",
+                describe(x));
+  return x.dim(-1);
+}
+std::int64_t rows_of(const Tensor& x, std::int64_t cols) { return cols == 0 ? 0 : x.numel() / cols; }
+
+void check_like(const Tensor& t, const Tensor& like, const char* what) {
+  UPCYCLE_CHECK(t.defined() && t.dtype() == like.dtype() && t.shape() == like.shape(), what,
+                ": expected ", describe(like), ", got ", describe(t));
+}
+
+template <class T>
+T row_max(const T* x, std::int64_t n) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (std::int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// sum_j exp(x[j] - m), accumulated in double.
+template <class T>
+double sum_exp(const T* x, std::int64_t n, T m) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (std::int64_t j = 0; j < n; ++j) s += static_cast<double>(std::exp(x[j] - m));
+  return s;
+}
+
+template <class T>
+void softmax_typed(const Tensor& x, Tensor& y, bool log) {
+  const std::int64_t cols = cols_of(x, "softmax"), rows = rows_of(x, cols);
+  const T* px = x.data<T>();
+  T* py = y.data<T>();
+#pragma omp parallel for schedule(static) if (rows * cols > 32768)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* xr = px + r * cols;
+    T* yr = py + r * cols;
+    const T m = row_max(xr, cols);
+    if (log) {
+      const T log_sum = static_cast<T>(std::log(sum_exp(xr, cols, m)));
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
+    } else {
+      double s = 0.0;
+#pragma omp simd reduction(+ : s)
+      for (std::int64_t j = 0; j < cols; ++j) {
+        const T e = std::exp(xr[j] - m);
+        yr[j] = e;
+        s += static_cast<double>(e);
+      }
+      const T inv = static_cast<T>(1.0 / s);
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) yr[j] *= inv;
+    }
+  }
+}
+
+// softmax:     gx = y * (gy - sum(gy * y))
+// log_softmax: gx = gy - exp(y) * sum(gy)
+template <class T>
+void softmax_backward_typed(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
+  const std::int64_t cols = cols_of(y, "softmax_backward"), rows = rows_of(y, cols);
+  const T* py = y.data<T>();
+  const T* pg = gy.data<T>();
+  T* po = gx.data<T>();
+#pragma omp parallel for schedule(static) if (rows * cols > 32768)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* yr = py + r * cols;
+    const T* gr = pg + r * cols;
+    T* outr = po + r * cols;
+    double s = 0.0;
+    if (log) {
+#pragma omp simd reduction(+ : s)
+      for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(gr[j]);
+      const T st = static_cast<T>(s);
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) outr[j] = gr[j] - std::exp(yr[j]) * st;
+    } else {
+#pragma omp simd reduction(+ : s)
+      for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(gr[j]) * static_cast<double>(yr[j]);
+      const T st = static_cast<T>(s);
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) outr[j] = yr[j] * (gr[j] - st);
+    }
+  }
+}
+
+// Throws for the first target that is neither in [0, classes) nor ignore_index. Checked serially
+// before the parallel loops, which must not throw; it is O(rows) next to their O(rows * classes).
+void check_targets(const std::int64_t* t, std::int64_t rows, std::int64_t classes,
+                   std::int64_t ignore_index, const char* what) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    if (t[r] != ignore_index && (t[r] < 0 || t[r] >= classes))
+      UPCYCLE_THROW(what, ": target ", t[r], " at row ", r, " is outside [0, ", classes,
+                    ") and is not ignore_index (", ignore_index, ")");
+}
+
+void check_cross_entropy_args(const Tensor& logits, const Tensor& targets, double smoothing,
+                              std::int64_t rows, std::int64_t classes, const char* what) {
+  UPCYCLE_CHECK(classes > 0, what, ": logits need at least one class, got ", describe(logits));
+  check_dtype(targets, DType::i64, what);
+  UPCYCLE_CHECK(targets.numel() == rows, what, ": expected ", rows, " targets for logits ",
+                describe(logits), ", got ", describe(targets));
+  UPCYCLE_CHECK(smoothing >= 0.0 && smoothing <= 1.0, what, ": label smoothing must lie in [0, 1], got ",
+                smoothing);
+}
+
+// The target distribution is q = (1 - eps) onehot(t) + eps / C, so
+// loss = -sum_c q_c log p_c = lse - (1 - eps) x_t - (eps / C) sum_c x_c.
+template <class T>
+void cross_entropy_typed(const Tensor& logits, const std::int64_t* tg, std::int64_t ignore_index,
+                         double smoothing, Tensor& losses, Tensor& lse) {
+  const std::int64_t classes = cols_of(logits, "cross_entropy"), rows = rows_of(logits, classes);
+  const T* px = logits.data<T>();
+  T* pl = losses.data<T>();
+  T* pe = lse.data<T>();
+  const double w_target = 1.0 - smoothing, w_uniform = smoothing / static_cast<double>(classes);
+#pragma omp parallel for schedule(static) if (rows * classes > 32768)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* xr = px + r * classes;
+    const T m = row_max(xr, classes);
+    const double row_lse = static_cast<double>(m) + std::log(sum_exp(xr, classes, m));
+    pe[r] = static_cast<T>(row_lse);
+    if (tg[r] == ignore_index) {
+      pl[r] = T(0);
+      continue;
+    }
+    double loss = row_lse - w_target * static_cast<double>(xr[tg[r]]);
+    if (w_uniform != 0.0) {
+      double sx = 0.0;
+#pragma omp simd reduction(+ : sx)
+      for (std::int64_t j = 0; j < classes; ++j) sx += static_cast<double>(xr[j]);
+      loss -= w_uniform * sx;
+    }
+    pl[r] = static_cast<T>(loss);
+  }
+}
+
+// glogits = scale * (softmax(x) - q), with softmax(x) = exp(x - lse).
+template <class T>
+void cross_entropy_backward_typed(const Tensor& logits, const std::int64_t* tg, const Tensor& lse,
+                                  std::int64_t ignore_index, double smoothing, double scale,
+                                  Tensor& glogits) {
+  const std::int64_t classes = cols_of(logits, "cross_entropy_backward"), rows = rows_of(logits, classes);
+  const T* px = logits.data<T>();
+  const T* pe = lse.data<T>();
+  T* pg = glogits.data<T>();
+  const T s = static_cast<T>(scale);
+  const T uniform = static_cast<T>(scale * smoothing / static_cast<double>(classes));
+  const T target = static_cast<T>(scale * (1.0 - smoothing));
+#pragma omp parallel for schedule(static) if (rows * classes > 32768)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* xr = px + r * classes;
+    T* gr = pg + r * classes;
+    if (tg[r] == ignore_index) {
+      for (std::int64_t j = 0; j < classes; ++j) gr[j] = T(0);
+      continue;
+    }
+    const T e = pe[r];
+#pragma omp simd
+    for (std::int64_t j = 0; j < classes; ++j) gr[j] = s * std::exp(xr[j] - e) - uniform;
+    gr[tg[r]] -= target;
+  }
+}
+
+}  // namespace
+
 void CpuBackend::softmax(const Tensor& x, Tensor& y) {
-  UPCYCLE_THROW("cpu kernel softmax: not implemented");
+  check_like(y, x, "softmax output");
+  dispatch_floating(x.dtype(), "softmax", [&](auto t) { softmax_typed<decltype(t)>(x, y, false); });
 }
 
 void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx) {
-  UPCYCLE_THROW("cpu kernel softmax_backward: not implemented");
+  check_like(gy, y, "softmax_backward gy");
+  check_like(gx, y, "softmax_backward gx");
+  dispatch_floating(y.dtype(), "softmax_backward",
+                    [&](auto t) { softmax_backward_typed<decltype(t)>(y, gy, gx, false); });
 }
 
 void CpuBackend::log_softmax(const Tensor& x, Tensor& y) {
-  UPCYCLE_THROW("cpu kernel log_softmax: not implemented");
+  check_like(y, x, "log_softmax output");
+  dispatch_floating(x.dtype(), "log_softmax", [&](auto t) { softmax_typed<decltype(t)>(x, y, true); });
 }
 
 void CpuBackend::log_softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx) {
-  UPCYCLE_THROW("cpu kernel log_softmax_backward: not implemented");
+  check_like(gy, y, "log_softmax_backward gy");
+  check_like(gx, y, "log_softmax_backward gx");
+  dispatch_floating(y.dtype(), "log_softmax_backward",
+                    [&](auto t) { softmax_backward_typed<decltype(t)>(y, gy, gx, true); });
 }
 
 void CpuBackend::causal_mask(Tensor& scores, std::int64_t t, std::int64_t s) {
-  UPCYCLE_THROW("cpu kernel causal_mask: not implemented");
+  UPCYCLE_CHECK(t > 0 && s > 0 && scores.numel() % (t * s) == 0, "causal_mask: ", describe(scores),
+                " is not a batch of [", t, ", ", s, "] score matrices");
+  const std::int64_t rows = scores.numel() / s;  // batch * t query rows
+  dispatch_floating(scores.dtype(), "causal_mask", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = scores.data<T>();
+    const T neg_inf = -std::numeric_limits<T>::infinity();
+#pragma omp parallel for schedule(static) if (rows * s > 32768)
+    for (std::int64_t row = 0; row < rows; ++row) {
+      // Query i sees keys j <= i + (s - t): its last query lines up with the last key.
+      const std::int64_t first_masked = row % t + (s - t) + 1;
+      T* sr = p + row * s;
+      for (std::int64_t j = first_masked < 0 ? 0 : first_masked; j < s; ++j) sr[j] = neg_inf;
+    }
+  });
 }
 
-void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index, double smoothing, Tensor& losses, Tensor& lse) {
-  UPCYCLE_THROW("cpu kernel cross_entropy: not implemented");
+void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index,
+                               double smoothing, Tensor& losses, Tensor& lse) {
+  const std::int64_t classes = cols_of(logits, "cross_entropy"), rows = rows_of(logits, classes);
+  check_cross_entropy_args(logits, targets, smoothing, rows, classes, "cross_entropy");
+  UPCYCLE_CHECK(losses.defined() && losses.dtype() == logits.dtype() && losses.numel() == rows,
+                "cross_entropy: losses must be ", dtype_name(logits.dtype()), " with ", rows,
+                " elements, got ", describe(losses));
+  UPCYCLE_CHECK(lse.defined() && lse.dtype() == logits.dtype() && lse.numel() == rows,
+                "cross_entropy: lse must be ", dtype_name(logits.dtype()), " with ", rows,
+                " elements, got ", describe(lse));
+  const std::int64_t* tg = targets.data<std::int64_t>();
+  check_targets(tg, rows, classes, ignore_index, "cross_entropy");
+  dispatch_floating(logits.dtype(), "cross_entropy", [&](auto t) {
+    cross_entropy_typed<decltype(t)>(logits, tg, ignore_index, smoothing, losses, lse);
+  });
 }
 
-void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, std::int64_t ignore_index, double smoothing, double scale, Tensor& glogits) {
-  UPCYCLE_THROW("cpu kernel cross_entropy_backward: not implemented");
+void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                        std::int64_t ignore_index, double smoothing, double scale,
+                                        Tensor& glogits) {
+  const std::int64_t classes = cols_of(logits, "cross_entropy_backward"), rows = rows_of(logits, classes);
+  check_cross_entropy_args(logits, targets, smoothing, rows, classes, "cross_entropy_backward");
+  UPCYCLE_CHECK(lse.defined() && lse.dtype() == logits.dtype() && lse.numel() == rows,
+                "cross_entropy_backward: lse must be ", dtype_name(logits.dtype()), " with ", rows,
+                " elements, got ", describe(lse));
+  check_like(glogits, logits, "cross_entropy_backward glogits");
+  const std::int64_t* tg = targets.data<std::int64_t>();
+  check_targets(tg, rows, classes, ignore_index, "cross_entropy_backward");
+  dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto t) {
+    cross_entropy_backward_typed<decltype(t)>(logits, tg, lse, ignore_index, smoothing, scale, glogits);
+  });
 }
 
 }  // namespace upcycle

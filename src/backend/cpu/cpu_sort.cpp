@@ -1,13 +1,114 @@
+// Per-row selection and sorting over the last dim of [rows, cols]. Both kernels order indices by
+// (value, index): the index tie-break makes the order total, so an unstable std::sort or
+// std::partial_sort gives exactly the stable result without std::stable_sort's allocation.
+// NaN ranks above every number (as in PyTorch) so that the comparison stays a strict weak order.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
 #include "cpu_backend.hpp"
 
 namespace upcycle {
 
+namespace {
+
+template <class T>
+bool greater(T a, T b) {
+  return a > b || (std::isnan(a) && !std::isnan(b));
+}
+
+// Larger values first; equal values by lower index.
+template <class T>
+struct Descending {
+  const T* x;
+  bool operator()(std::int64_t a, std::int64_t b) const {
+    if (greater(x[a], x[b])) return true;
+    if (greater(x[b], x[a])) return false;
+    return a < b;
+  }
+};
+
+// Smaller values first; equal values by lower index.
+template <class T>
+struct Ascending {
+  const T* x;
+  bool operator()(std::int64_t a, std::int64_t b) const {
+    if (greater(x[b], x[a])) return true;
+    if (greater(x[a], x[b])) return false;
+    return a < b;
+  }
+};
+
+std::int64_t cols_of(const Tensor& x, const char* what) {
+  UPCYCLE_CHECK(x.defined() && x.ndim() >= 1, what, ": expected a tensor with at least one dim, got ",
+                describe(x));
+  return x.dim(-1);
+}
+
+template <class T>
+void topk_typed(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx, std::int64_t rows,
+                std::int64_t cols) {
+  const T* px = x.data<T>();
+  T* pv = values.data<T>();
+  std::int64_t* pi = idx.data<std::int64_t>();
+#pragma omp parallel if (rows * cols > 32768)
+  {
+    std::vector<std::int64_t> order(static_cast<std::size_t>(cols));  // one per thread
+#pragma omp for schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const T* xr = px + r * cols;
+      std::iota(order.begin(), order.end(), std::int64_t{0});
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), Descending<T>{xr});
+      for (std::int64_t j = 0; j < k; ++j) {
+        const std::int64_t c = order[static_cast<std::size_t>(j)];
+        pv[r * k + j] = xr[c];
+        pi[r * k + j] = c;
+      }
+    }
+  }
+}
+
+template <class T>
+void argsort_typed(const Tensor& x, bool descending, Tensor& idx, std::int64_t rows, std::int64_t cols) {
+  const T* px = x.data<T>();
+  std::int64_t* pi = idx.data<std::int64_t>();
+#pragma omp parallel for schedule(static) if (rows * cols > 32768)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::int64_t* ir = pi + r * cols;  // sorted in place: the output row is the index buffer
+    std::iota(ir, ir + cols, std::int64_t{0});
+    if (descending)
+      std::sort(ir, ir + cols, Descending<T>{px + r * cols});
+    else
+      std::sort(ir, ir + cols, Ascending<T>{px + r * cols});
+  }
+}
+
+}  // namespace
+
 void CpuBackend::topk(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx) {
-  UPCYCLE_THROW("cpu kernel topk: not implemented");
+  const std::int64_t cols = cols_of(x, "topk");
+  UPCYCLE_CHECK(k >= 0 && k <= cols, "topk: k must lie in [0, ", cols, "] (the last dim of ",
+                describe(x), "), got ", k);
+  const std::int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  UPCYCLE_CHECK(values.defined() && values.dtype() == x.dtype() && values.numel() == rows * k,
+                "topk: values must be ", dtype_name(x.dtype()), " with ", rows, " x ", k,
+                " elements, got ", describe(values));
+  check_dtype(idx, DType::i64, "topk indices");
+  UPCYCLE_CHECK(idx.numel() == rows * k, "topk: indices must have ", rows, " x ", k, " elements, got ",
+                describe(idx));
+  if (k == 0) return;
+  dispatch_floating(x.dtype(), "topk", [&](auto t) { topk_typed<decltype(t)>(x, k, values, idx, rows, cols); });
 }
 
 void CpuBackend::argsort(const Tensor& x, bool descending, Tensor& idx) {
-  UPCYCLE_THROW("cpu kernel argsort: not implemented");
+  const std::int64_t cols = cols_of(x, "argsort");
+  check_dtype(idx, DType::i64, "argsort indices");
+  UPCYCLE_CHECK(idx.numel() == x.numel(), "argsort: indices must have ", x.numel(), " elements (",
+                describe(x), "), got ", describe(idx));
+  const std::int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  dispatch_floating(x.dtype(), "argsort",
+                    [&](auto t) { argsort_typed<decltype(t)>(x, descending, idx, rows, cols); });
 }
 
 }  // namespace upcycle

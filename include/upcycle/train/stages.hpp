@@ -1,0 +1,20 @@
+#pragma once
+// The stages of upcycle_train ([run] stages chains them): one table maps each stage name to the
+// function that runs it.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "upcycle/dist/communicator.hpp"
+#include "upcycle/io/config.hpp"
+
+namespace upcycle {
+
+// Runs cfg's run.stages in order (collective over `world`). Throws UsageError for a stage this
+// build cannot run, Error for run-time failures.
+void run_stages(const Config& cfg, std::shared_ptr<Communicator> world);
+
+// Names of the stages this build can run.
+std::vector<std::string> available_stages();
+
+}  // namespace upcycle

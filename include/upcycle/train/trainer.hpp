@@ -1,0 +1,53 @@
+#pragma once
+// The training loop shared by every stage: micro-batched forward/backward, data-parallel gradient
+// averaging in buckets, a non-finite guard, global-norm clipping, AdamW with warmup + cosine,
+// periodic evaluation, metrics, progress and checkpoints, and exact resume.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "upcycle/dist/communicator.hpp"
+#include "upcycle/io/config.hpp"
+#include "upcycle/io/metrics.hpp"
+#include "upcycle/train/checkpoint.hpp"
+#include "upcycle/train/task.hpp"
+
+namespace upcycle {
+
+struct TrainResult {
+  std::int64_t steps = 0;                    // optimiser steps completed (including resumed ones)
+  std::vector<double> losses;                // mean training loss over all ranks, per step run here
+  std::map<std::string, double> final_eval;  // the evaluation after the last step
+  std::int64_t skipped_steps = 0;            // non-finite steps skipped (nan_policy = skip)
+};
+
+class Trainer {
+ public:
+  // `run_dir` empty: no files are written (tests).
+  Trainer(const Config& cfg, std::shared_ptr<Communicator> world, Task& task, std::string stage, std::string run_dir);
+  // Trains until train.steps, resuming first when checkpoint.resume is set.
+  TrainResult run();
+  AdamW& optimizer() { return *optimizer_; }
+
+ private:
+  void resume_from(const std::string& path);
+  void log_step(std::int64_t step, double loss, double lr, double grad_norm, double tokens_per_s);
+  std::map<std::string, double> evaluate(std::int64_t step);
+  void checkpoint();
+
+  const Config& cfg_;
+  std::shared_ptr<Communicator> world_;
+  Task& task_;
+  std::string stage_, run_dir_;
+  std::vector<Var> params_;
+  std::unique_ptr<AdamW> optimizer_;
+  TrainState state_;
+  MetricsWriter metrics_;
+  std::unique_ptr<Progress> progress_;
+};
+
+// The resume path a config asks for: "" (none), "latest" (<run dir>/checkpoints/latest.h5) or a path.
+std::string resolve_resume_path(const Config& cfg);
+
+}  // namespace upcycle

@@ -1,0 +1,156 @@
+#include "upcycle/train/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "upcycle/io/hdf5.hpp"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Writes via `write` into a temporary file beside `path`, then renames it into place.
+template <class F>
+void write_atomically(const std::string& path, F&& write) {
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  fs::create_directories(dir);
+  const std::string tmp = (dir / ("." + target.filename().string() + ".tmp-" + std::to_string(::getpid()))).string();
+  try {
+    {
+      h5::File f = h5::File::create(tmp);
+      write(f);
+      f.close();
+    }
+    fsync_path(tmp);
+    fs::rename(tmp, target);
+    fsync_path(dir.string());
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+Tensor pair_tensor(std::int64_t a, std::int64_t b) { return Tensor::from_vector<std::int64_t>({a, b}, {2}); }
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Config& cfg, const nn::Module& model, const AdamW* optimizer,
+                     const TrainState& state) {
+  write_atomically(path, [&](h5::File& f) {
+    h5::write_attribute(f, "/", "format", std::string(kCheckpointFormat));
+    h5::write_attribute(f, "/", "version", kCheckpointVersion);
+    h5::write_attribute(f, "/", "stage", state.stage);
+    h5::write_attribute(f, "/", "step", state.step);
+    h5::write_attribute(f, "/", "config", cfg.to_ini());
+    for (const auto& [name, p] : model.named_parameters()) h5::write_tensor(f, "/model/" + name, p.value());
+    if (optimizer) {
+      for (const auto& s : optimizer->slots()) {
+        h5::write_tensor(f, "/optimizer/m/" + s.name, s.m);
+        h5::write_tensor(f, "/optimizer/v/" + s.name, s.v);
+      }
+      h5::write_attribute(f, "/optimizer", "steps", optimizer->steps_taken());
+    }
+    h5::write_tensor(f, "/state/rng/dropout", pair_tensor(static_cast<std::int64_t>(state.dropout_rng.seed()),
+                                                          static_cast<std::int64_t>(state.dropout_rng.offset())));
+    h5::write_tensor(f, "/state/data/cursor", pair_tensor(state.cursor.epoch, state.cursor.position));
+  });
+}
+
+namespace {
+h5::File open_checkpoint(const std::string& path) {
+  if (!fs::exists(path)) UPCYCLE_THROW(path, ": checkpoint not found");
+  h5::File f = h5::File::open(path);
+  if (!h5::has_attribute(f, "/", "format") || h5::read_string_attribute(f, "/", "format") != kCheckpointFormat)
+    UPCYCLE_THROW(path, ": not an upcycle checkpoint (the root attribute 'format' is not '", kCheckpointFormat, "')");
+  const std::int64_t version = h5::read_int_attribute(f, "/", "version");
+  if (version != kCheckpointVersion)
+    UPCYCLE_THROW(path, ": checkpoint version ", version, ", this build reads version ", kCheckpointVersion);
+  return f;
+}
+}  // namespace
+
+std::string checkpoint_config_text(const std::string& path) {
+  h5::File f = open_checkpoint(path);
+  return h5::read_string_attribute(f, "/", "config");
+}
+
+void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state) {
+  h5::File f = open_checkpoint(path);
+  // Read everything first, then assign: a failure leaves the model and optimiser untouched.
+  std::vector<std::pair<Var, Tensor>> params;
+  for (const auto& [name, p] : model.named_parameters())
+    params.emplace_back(p, h5::read_tensor(f, "/model/" + name, p.dtype(), p.shape()));
+  std::vector<std::pair<Tensor, Tensor>> moments;
+  std::int64_t opt_steps = 0;
+  if (optimizer) {
+    for (const auto& s : optimizer->slots()) {
+      moments.emplace_back(s.m, h5::read_tensor(f, "/optimizer/m/" + s.name, s.m.dtype(), s.m.shape()));
+      moments.emplace_back(s.v, h5::read_tensor(f, "/optimizer/v/" + s.name, s.v.dtype(), s.v.shape()));
+    }
+    opt_steps = h5::read_int_attribute(f, "/optimizer", "steps");
+  }
+  TrainState loaded;
+  if (state) {
+    loaded.stage = h5::read_string_attribute(f, "/", "stage");
+    loaded.step = h5::read_int_attribute(f, "/", "step");
+    const auto rng = h5::read_tensor(f, "/state/rng/dropout", DType::i64, {2}).to_vector<std::int64_t>();
+    loaded.dropout_rng = RngStream(static_cast<std::uint64_t>(rng[0]), static_cast<std::uint64_t>(rng[1]));
+    const auto cur = h5::read_tensor(f, "/state/data/cursor", DType::i64, {2}).to_vector<std::int64_t>();
+    loaded.cursor = {cur[0], cur[1]};
+  }
+  for (auto& [p, t] : params) {
+    Var q = p;
+    q.value().copy_from(t.to(q.device()));
+  }
+  for (auto& [dst, t] : moments) dst.copy_from(t.to(dst.device()));
+  if (optimizer) optimizer->set_steps_taken(opt_steps);
+  if (state) *state = loaded;
+}
+
+std::string step_checkpoint_path(const std::string& run_dir, std::int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%07lld.h5", static_cast<long long>(step));
+  return (fs::path(run_dir) / "checkpoints" / name).string();
+}
+
+std::string latest_checkpoint_path(const std::string& run_dir) {
+  return (fs::path(run_dir) / "checkpoints" / "latest.h5").string();
+}
+
+void save_run_checkpoint(const std::string& run_dir, std::int64_t keep, const Config& cfg, const nn::Module& model,
+                         const AdamW* optimizer, const TrainState& state) {
+  const std::string step_path = step_checkpoint_path(run_dir, state.step);
+  save_checkpoint(step_path, cfg, model, optimizer, state);
+  // latest.h5 is a symlink to the newest step file, replaced by an atomic rename.
+  const fs::path latest = latest_checkpoint_path(run_dir);
+  const fs::path tmp_link = latest.parent_path() / (".latest.tmp-" + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove(tmp_link, ec);
+  fs::create_symlink(fs::path(step_path).filename(), tmp_link);
+  fs::rename(tmp_link, latest);
+  if (keep <= 0) return;
+  std::vector<fs::path> steps;
+  for (const auto& e : fs::directory_iterator(latest.parent_path())) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("step-", 0) == 0 && e.path().extension() == ".h5") steps.push_back(e.path());
+  }
+  std::sort(steps.begin(), steps.end());
+  for (std::size_t i = 0; i + static_cast<std::size_t>(keep) < steps.size(); ++i) fs::remove(steps[i], ec);
+}
+
+}  // namespace upcycle

@@ -1,0 +1,115 @@
+// Image classification: a ViT on Fashion-MNIST.
+#include <cmath>
+
+#include "model_config.hpp"
+#include "upcycle/data/fashion_mnist.hpp"
+#include "upcycle/ops/loss.hpp"
+#include "upcycle/train/task.hpp"
+#include "task_factories.hpp"
+
+namespace upcycle {
+
+namespace {
+
+// Fashion-MNIST training-set pixel statistics (on [0, 1] pixels), for input standardisation.
+constexpr float kPixelMean = 0.2860f;
+constexpr float kPixelStd = 0.3530f;
+
+class ImageClassificationTask final : public Task {
+ public:
+  ImageClassificationTask(const Config& cfg, const Communicator& world)
+      : train_(load(cfg, "train")),
+        test_(load(cfg, "test")),
+        rng_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
+        model_(vit_config_from(cfg), rng_),
+        sampler_(train_.count, cfg.get_int("train.batch_size"), world.rank(), world.size(),
+                 static_cast<std::uint64_t>(cfg.get_int("run.seed"))) {
+    const auto& v = model_.config();
+    if (train_.height != v.image_size || train_.width != v.image_size || v.channels != 1)
+      UPCYCLE_USAGE_ERROR("model.image_size = ", v.image_size, " and model.channels = ", v.channels,
+                          " do not match the data (", train_.height, "x", train_.width, ", 1 channel)");
+    if (v.num_classes != train_.num_classes)
+      UPCYCLE_USAGE_ERROR("model.num_classes = ", v.num_classes, " but the data has ", train_.num_classes, " classes");
+  }
+
+  nn::Module& model() override { return model_; }
+  ShardedSampler& sampler() override { return sampler_; }
+  std::string headline_metric() const override { return "accuracy"; }
+
+  Batch next_batch() override { return make_batch(train_, sampler_.next()); }
+
+  Var loss(const Batch& batch, RngStream* dropout_rng) override {
+    return cross_entropy(model_.forward(batch.inputs, dropout_rng), batch.targets);
+  }
+
+  std::map<std::string, double> evaluate(Communicator& comm) override {
+    NoGradGuard no_grad;
+    const bool was_training = model_.training();
+    model_.eval();
+    // Contiguous shards of the test set; counts and loss sums are all-reduced.
+    const std::int64_t n = test_.count, per = (n + comm.size() - 1) / comm.size();
+    const std::int64_t begin = std::min(n, comm.rank() * per), end = std::min(n, begin + per);
+    constexpr std::int64_t kChunk = 500;
+    double sums[3] = {0, 0, 0};  // correct, loss sum, count
+    std::vector<std::int64_t> idx;
+    for (std::int64_t s = begin; s < end; s += kChunk) {
+      idx.clear();
+      for (std::int64_t i = s; i < std::min(end, s + kChunk); ++i) idx.push_back(i);
+      const Batch b = make_batch(test_, idx);
+      const Var logits = model_.forward(b.inputs);
+      const Tensor& l = logits.value();
+      const std::int64_t classes = l.dim(1);
+      const float* pl = l.data<float>();
+      for (std::size_t r = 0; r < idx.size(); ++r) {
+        const float* row = pl + static_cast<std::int64_t>(r) * classes;
+        std::int64_t best = 0;
+        for (std::int64_t c = 1; c < classes; ++c)
+          if (row[c] > row[best]) best = c;
+        sums[0] += best == b.targets.data<std::int64_t>()[r] ? 1.0 : 0.0;
+      }
+      sums[1] += static_cast<double>(cross_entropy(logits, b.targets).value().item<float>()) *
+                 static_cast<double>(idx.size());
+      sums[2] += static_cast<double>(idx.size());
+    }
+    Tensor t = Tensor::from_vector<double>({sums[0], sums[1], sums[2]}, {3});
+    comm.all_reduce(t);
+    const auto v = t.to_vector<double>();
+    model_.train(was_training);
+    return {{"accuracy", v[0] / v[2]}, {"val_loss", v[1] / v[2]}};
+  }
+
+ private:
+  static ImageDataset load(const Config& cfg, const std::string& split) {
+    const std::string& path = cfg.get_string("data.path");
+    return load_fashion_mnist(path.empty() ? kFashionMnistDir : path, split);
+  }
+
+  Batch make_batch(const ImageDataset& ds, const std::vector<std::int64_t>& idx) const {
+    const std::int64_t b = static_cast<std::int64_t>(idx.size()), hw = ds.height * ds.width;
+    Batch batch;
+    batch.inputs = Tensor::empty({b, 1, ds.height, ds.width});
+    batch.targets = Tensor::empty({b}, DType::i64);
+    float* px = batch.inputs.data<float>();
+    std::int64_t* py = batch.targets.data<std::int64_t>();
+    for (std::int64_t r = 0; r < b; ++r) {
+      const std::uint8_t* src = ds.pixels.data() + idx[static_cast<std::size_t>(r)] * hw;
+      for (std::int64_t i = 0; i < hw; ++i) px[r * hw + i] = (static_cast<float>(src[i]) / 255.0f - kPixelMean) / kPixelStd;
+      py[r] = ds.labels[static_cast<std::size_t>(idx[static_cast<std::size_t>(r)])];
+    }
+    batch.tokens = b * (1 + model_.config().num_patches());
+    return batch;
+  }
+
+  ImageDataset train_, test_;
+  RngStream rng_;  // initialisation stream
+  nn::ViT model_;
+  ShardedSampler sampler_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_image_classification_task(const Config& cfg, const Communicator& world) {
+  return std::make_unique<ImageClassificationTask>(cfg, world);
+}
+
+}  // namespace upcycle

@@ -1,0 +1,80 @@
+#include "upcycle/train/stages.hpp"
+
+#include <filesystem>
+#include <fstream>
+
+#include "upcycle/io/metrics.hpp"
+#include "upcycle/train/trainer.hpp"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void write_report(const Config& cfg, const Communicator& world, const std::string& stage, const TrainResult& r) {
+  if (world.rank() != 0) return;
+  JsonObject o;
+  o.add("stage", stage).add("steps", r.steps).add("skipped_steps", r.skipped_steps);
+  if (!r.losses.empty()) o.add("final_train_loss", r.losses.back());
+  for (const auto& [k, v] : r.final_eval) o.add(k, v);
+  o.add("world_size", world.size());
+  const fs::path path = fs::path(cfg.get_string("run.dir")) / "report.json";
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << o.str() << "\n";
+    UPCYCLE_CHECK(out.good(), tmp.string(), ": cannot write the report");
+  }
+  fs::rename(tmp, path);
+}
+
+void run_dense(const Config& cfg, std::shared_ptr<Communicator> world) {
+  auto task = make_task(cfg, *world);
+  Trainer trainer(cfg, world, *task, "dense", cfg.get_string("run.dir"));
+  write_report(cfg, *world, "dense", trainer.run());
+}
+
+using StageFn = void (*)(const Config&, std::shared_ptr<Communicator>);
+
+struct Stage {
+  const char* name;
+  StageFn run;  // null: not in this build yet
+};
+
+// The one table of stages.
+constexpr Stage kStages[] = {
+    {"dense", &run_dense},
+    {"upcycle", nullptr},
+    {"moe", nullptr},
+    {"eval", nullptr},
+};
+
+}  // namespace
+
+std::vector<std::string> available_stages() {
+  std::vector<std::string> out;
+  for (const auto& s : kStages)
+    if (s.run) out.emplace_back(s.name);
+  return out;
+}
+
+void run_stages(const Config& cfg, std::shared_ptr<Communicator> world) {
+  const auto& stages = cfg.get_string_list("run.stages");
+  // Check every stage before running any, so a typo does not cost a finished dense run.
+  for (const auto& name : stages) {
+    bool known = false;
+    for (const auto& s : kStages) {
+      if (name != s.name) continue;
+      known = true;
+      if (!s.run)
+        UPCYCLE_USAGE_ERROR("run.stages: the stage '", name, "' is not available in this version (available: dense)");
+    }
+    if (!known) UPCYCLE_USAGE_ERROR("run.stages: unknown stage '", name, "'");
+  }
+  for (const auto& name : stages)
+    for (const auto& s : kStages)
+      if (name == s.name) s.run(cfg, world);
+}
+
+}  // namespace upcycle

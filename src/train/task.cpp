@@ -1,0 +1,35 @@
+#include "upcycle/train/task.hpp"
+
+#include "task_factories.hpp"
+
+namespace upcycle {
+
+namespace {
+using TaskFactory = std::unique_ptr<Task> (*)(const Config&, const Communicator&);
+
+struct TaskKind {
+  const char* model_kind;
+  const char* dataset;  // the data.dataset the task reads
+  TaskFactory make;
+};
+
+// The one registry of tasks.
+constexpr TaskKind kTasks[] = {
+    {"vit", "fashion_mnist", &make_image_classification_task},
+    {"gpt", "text", &make_language_model_task},
+};
+}  // namespace
+
+std::unique_ptr<Task> make_task(const Config& cfg, const Communicator& world) {
+  const std::string& kind = cfg.get_string("model.kind");
+  const std::string& dataset = cfg.get_string("data.dataset");
+  for (const auto& t : kTasks) {
+    if (kind != t.model_kind) continue;
+    if (dataset != t.dataset)
+      UPCYCLE_USAGE_ERROR("model.kind = ", kind, " trains on data.dataset = ", t.dataset, ", not ", dataset);
+    return t.make(cfg, world);
+  }
+  UPCYCLE_USAGE_ERROR("model.kind = ", kind, " has no task");
+}
+
+}  // namespace upcycle

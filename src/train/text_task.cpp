@@ -1,0 +1,105 @@
+// Byte-level language modelling: a GPT on a text corpus (by default the Debian package fortunes).
+#include <cmath>
+
+#include "model_config.hpp"
+#include "task_factories.hpp"
+#include "upcycle/data/text_corpus.hpp"
+#include "upcycle/ops/loss.hpp"
+
+namespace upcycle {
+
+namespace {
+
+class LanguageModelTask final : public Task {
+ public:
+  LanguageModelTask(const Config& cfg, const Communicator& world)
+      : corpus_(load(cfg)),
+        context_(cfg.get_int("model.context")),
+        rng_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
+        model_(gpt_config_from(cfg), rng_),
+        sampler_(windows(corpus_.train), cfg.get_int("train.batch_size"), world.rank(), world.size(),
+                 static_cast<std::uint64_t>(cfg.get_int("run.seed"))) {
+    if (model_.config().vocab < 256)
+      UPCYCLE_USAGE_ERROR("model.vocab_size = ", model_.config().vocab, " is too small for bytes (256)");
+  }
+
+  nn::Module& model() override { return model_; }
+  ShardedSampler& sampler() override { return sampler_; }
+  std::string headline_metric() const override { return "bits_per_byte"; }
+
+  Batch next_batch() override { return make_batch(corpus_.train, sampler_.next()); }
+
+  Var loss(const Batch& batch, RngStream* dropout_rng) override {
+    return cross_entropy(model_.forward(batch.inputs, dropout_rng), batch.targets);
+  }
+
+  std::map<std::string, double> evaluate(Communicator& comm) override {
+    NoGradGuard no_grad;
+    const bool was_training = model_.training();
+    model_.eval();
+    // Every non-overlapping validation window once, sharded contiguously over the ranks.
+    const std::int64_t n = windows(corpus_.val), per = (n + comm.size() - 1) / comm.size();
+    const std::int64_t begin = std::min(n, comm.rank() * per), end = std::min(n, begin + per);
+    constexpr std::int64_t kChunk = 16;
+    double sums[2] = {0, 0};  // loss sum over predicted bytes, bytes
+    std::vector<std::int64_t> idx;
+    for (std::int64_t s = begin; s < end; s += kChunk) {
+      idx.clear();
+      for (std::int64_t i = s; i < std::min(end, s + kChunk); ++i) idx.push_back(i);
+      const Batch b = make_batch(corpus_.val, idx);
+      const double bytes = static_cast<double>(b.targets.numel());
+      sums[0] += static_cast<double>(cross_entropy(model_.forward(b.inputs), b.targets).value().item<float>()) * bytes;
+      sums[1] += bytes;
+    }
+    Tensor t = Tensor::from_vector<double>({sums[0], sums[1]}, {2});
+    comm.all_reduce(t);
+    const auto v = t.to_vector<double>();
+    model_.train(was_training);
+    const double loss = v[1] > 0 ? v[0] / v[1] : NAN;
+    return {{"val_loss", loss}, {"bits_per_byte", loss / std::log(2.0)}};
+  }
+
+ private:
+  static TextCorpus load(const Config& cfg) {
+    const std::string& path = cfg.get_string("data.path");
+    return load_text_corpus({path.empty() ? kFortunesDir : path}, cfg.get_float("data.val_fraction"),
+                            static_cast<std::uint64_t>(cfg.get_int("run.seed")));
+  }
+
+  // Window i covers bytes [i T, i T + T] (T inputs, each predicting the next byte).
+  std::int64_t windows(const std::vector<std::uint8_t>& text) const {
+    return (static_cast<std::int64_t>(text.size()) - 1) / context_;
+  }
+
+  Batch make_batch(const std::vector<std::uint8_t>& text, const std::vector<std::int64_t>& idx) const {
+    const std::int64_t b = static_cast<std::int64_t>(idx.size()), t = context_;
+    Batch batch;
+    batch.inputs = Tensor::empty({b, t}, DType::i64);
+    batch.targets = Tensor::empty({b, t}, DType::i64);
+    std::int64_t* in = batch.inputs.data<std::int64_t>();
+    std::int64_t* out = batch.targets.data<std::int64_t>();
+    for (std::int64_t r = 0; r < b; ++r) {
+      const std::uint8_t* src = text.data() + idx[static_cast<std::size_t>(r)] * t;
+      for (std::int64_t j = 0; j < t; ++j) {
+        in[r * t + j] = src[j];
+        out[r * t + j] = src[j + 1];
+      }
+    }
+    batch.tokens = b * t;
+    return batch;
+  }
+
+  TextCorpus corpus_;
+  std::int64_t context_;
+  RngStream rng_;
+  nn::GPT model_;
+  ShardedSampler sampler_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_language_model_task(const Config& cfg, const Communicator& world) {
+  return std::make_unique<LanguageModelTask>(cfg, world);
+}
+
+}  // namespace upcycle

@@ -1,0 +1,194 @@
+#include "upcycle/train/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "upcycle/ops/elementwise.hpp"
+#include "upcycle/train/grad_reducer.hpp"
+
+namespace upcycle {
+
+namespace fs = std::filesystem;
+
+namespace {
+bool is_root(const Communicator& c) { return c.rank() == 0; }
+
+// The stream that drives dropout on this rank: distinct per rank (different examples), fixed by
+// the seed, and saved with its offset in checkpoints.
+RngStream dropout_stream(const Config& cfg, int rank) {
+  return RngStream(static_cast<std::uint64_t>(cfg.get_int("run.seed")) * 1000003ull + 17ull + static_cast<std::uint64_t>(rank));
+}
+}  // namespace
+
+std::string resolve_resume_path(const Config& cfg) {
+  const std::string& r = cfg.get_string("checkpoint.resume");
+  if (r == "latest") return latest_checkpoint_path(cfg.get_string("run.dir"));
+  return r;
+}
+
+Trainer::Trainer(const Config& cfg, std::shared_ptr<Communicator> world, Task& task, std::string stage,
+                 std::string run_dir)
+    : cfg_(cfg), world_(std::move(world)), task_(task), stage_(std::move(stage)), run_dir_(std::move(run_dir)) {
+  const auto named = task_.model().named_parameters();
+  for (const auto& [name, p] : named) params_.push_back(p);
+  AdamWOptions o;
+  o.beta1 = cfg.get_float("train.beta1");
+  o.beta2 = cfg.get_float("train.beta2");
+  o.eps = cfg.get_float("train.adam_eps");
+  o.weight_decay = cfg.get_float("train.weight_decay");
+  optimizer_ = std::make_unique<AdamW>(named, o);
+  state_.stage = stage_;
+  state_.dropout_rng = dropout_stream(cfg, world_->rank());
+  if (!run_dir_.empty() && is_root(*world_)) {
+    fs::create_directories(run_dir_);
+    metrics_ = MetricsWriter((fs::path(run_dir_) / "metrics.jsonl").string());
+  }
+}
+
+void Trainer::resume_from(const std::string& path) {
+  load_checkpoint(path, task_.model(), optimizer_.get(), &state_);
+  task_.sampler().restore(state_.cursor);
+  // Dropout streams are per rank: keep this rank's seed, continue from the saved offset.
+  state_.dropout_rng = RngStream(dropout_stream(cfg_, world_->rank()).seed(), state_.dropout_rng.offset());
+  state_.stage = stage_;
+  if (progress_) progress_->message("resumed from " + path + " at step " + std::to_string(state_.step));
+}
+
+void Trainer::log_step(std::int64_t step, double loss, double lr, double gnorm, double tokens_per_s) {
+  if (!is_root(*world_)) return;
+  metrics_.write(JsonObject()
+                     .add("event", "train")
+                     .add("stage", stage_)
+                     .add("step", step)
+                     .add("loss", loss)
+                     .add("lr", lr)
+                     .add("grad_norm", gnorm)
+                     .add("tokens_per_s", tokens_per_s));
+}
+
+std::map<std::string, double> Trainer::evaluate(std::int64_t step) {
+  auto result = task_.evaluate(*world_);
+  if (is_root(*world_)) {
+    JsonObject o;
+    o.add("event", "eval").add("stage", stage_).add("step", step);
+    std::string line = "[" + stage_ + "] eval at step " + std::to_string(step) + ":";
+    for (const auto& [k, v] : result) {
+      o.add(k, v);
+      char buf[64];
+      std::snprintf(buf, sizeof buf, " %s %.4f", k.c_str(), v);
+      line += buf;
+    }
+    metrics_.write(o);
+    if (progress_) progress_->message(line);
+  }
+  return result;
+}
+
+void Trainer::checkpoint() {
+  if (run_dir_.empty()) return;
+  state_.cursor = task_.sampler().cursor();
+  // Dense parameters are replicated: rank 0 writes; the barrier keeps ranks from racing ahead to
+  // a resume or a next stage that reads the file.
+  if (is_root(*world_)) {
+    TrainState s = state_;
+    s.dropout_rng = state_.dropout_rng;
+    save_run_checkpoint(run_dir_, cfg_.get_int("checkpoint.keep"), cfg_, task_.model(), optimizer_.get(), s);
+  }
+  world_->barrier();
+}
+
+TrainResult Trainer::run() {
+  const std::int64_t total = cfg_.get_int("train.steps");
+  const std::int64_t micro = cfg_.get_int("train.micro_batches");
+  const std::int64_t warmup = cfg_.get_int("train.warmup_steps");
+  const double lr_max = cfg_.get_float("train.lr"), lr_min = cfg_.get_float("train.min_lr");
+  const std::string& schedule = cfg_.get_string("train.lr_schedule");
+  const double clip = cfg_.get_float("train.grad_clip");
+  const bool skip_nonfinite = cfg_.get_string("train.nan_policy") == "skip";
+  const std::int64_t log_every = cfg_.get_int("log.every");
+  const std::int64_t eval_every = cfg_.get_int("train.eval_every");
+  const std::int64_t ckpt_every = cfg_.get_int("checkpoint.every");
+  if (is_root(*world_) && cfg_.get_bool("log.progress")) progress_ = std::make_unique<Progress>(stage_, total);
+
+  const std::string resume = resolve_resume_path(cfg_);
+  if (!resume.empty()) resume_from(resume);
+  GradReducer reducer(params_, world_, static_cast<std::size_t>(cfg_.get_int("parallel.grad_bucket_mb")) << 20);
+
+  auto lr_at = [&](std::int64_t step) {
+    if (schedule == "constant") return lr_max;
+    if (schedule == "linear") {
+      if (step < warmup) return lr_max * static_cast<double>(step + 1) / static_cast<double>(warmup);
+      const double f = std::min(1.0, static_cast<double>(step - warmup) / std::max<double>(1.0, static_cast<double>(total - warmup)));
+      return lr_max + (lr_min - lr_max) * f;
+    }
+    return warmup_cosine_lr(step, total, warmup, lr_max, lr_min);
+  };
+
+  TrainResult result;
+  task_.model().train(true);
+  auto window_start = std::chrono::steady_clock::now();
+  double window_tokens = 0, window_loss = 0;
+  std::int64_t window_steps = 0;
+  while (state_.step < total) {
+    const std::int64_t step = state_.step;
+    const double lr = lr_at(step);
+    optimizer_->zero_grad();
+    const Batch batch = task_.next_batch();
+    const std::int64_t rows = batch.inputs.dim(0);
+    UPCYCLE_CHECK(rows % micro == 0, "the per-rank batch (", rows, ") is not divisible by train.micro_batches (", micro, ")");
+    double local_loss = 0;
+    for (std::int64_t m = 0; m < micro; ++m) {
+      Batch part;
+      part.inputs = batch.inputs.rows(m * rows / micro, (m + 1) * rows / micro);
+      part.targets = batch.targets.rows(m * rows / micro, (m + 1) * rows / micro);
+      const Var loss = task_.loss(part, &state_.dropout_rng);
+      local_loss += static_cast<double>(loss.value().to(DType::f64).item<double>()) / static_cast<double>(micro);
+      mul_scalar(loss, 1.0 / static_cast<double>(micro)).backward();
+    }
+    reducer.reduce();
+    Tensor stats = Tensor::from_vector<double>({local_loss, static_cast<double>(batch.tokens)}, {2});
+    world_->all_reduce(stats);
+    const auto sv = stats.to_vector<double>();
+    const double loss = sv[0] / world_->size();
+    const double gnorm = grad_norm(params_);
+    state_.step = step + 1;
+    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+      if (!skip_nonfinite)
+        UPCYCLE_THROW("non-finite ", std::isfinite(loss) ? "gradient" : "loss", " at step ", step + 1, " of stage ",
+                      stage_, " (loss ", loss, ", gradient norm ", gnorm,
+                      "); lower train.lr, or set train.nan_policy = skip to skip such steps");
+      ++result.skipped_steps;
+      if (progress_) progress_->message("[" + stage_ + "] step " + std::to_string(step + 1) + ": non-finite, skipped");
+      if (is_root(*world_))
+        metrics_.write(JsonObject().add("event", "skipped_step").add("stage", stage_).add("step", step + 1));
+      continue;
+    }
+    if (clip > 0 && gnorm > clip) scale_grads(params_, clip / gnorm);
+    optimizer_->step(lr);
+    result.losses.push_back(loss);
+    window_tokens += sv[1];
+    window_loss += loss;
+    ++window_steps;
+
+    const std::int64_t done = state_.step;
+    if (done % log_every == 0 || done == total) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+      const double tps = secs > 0 ? window_tokens / secs : 0.0;
+      log_step(done, window_loss / static_cast<double>(window_steps), lr, gnorm, tps);
+      if (progress_) progress_->update(done, window_loss / static_cast<double>(window_steps), lr, tps);
+      window_start = std::chrono::steady_clock::now();
+      window_tokens = window_loss = 0;
+      window_steps = 0;
+    }
+    if (eval_every > 0 && done % eval_every == 0 && done != total) evaluate(done);
+    if (ckpt_every > 0 && done % ckpt_every == 0 && done != total) checkpoint();
+  }
+  result.final_eval = evaluate(state_.step);
+  checkpoint();
+  if (progress_) progress_->finish();
+  result.steps = state_.step;
+  return result;
+}
+
+}  // namespace upcycle

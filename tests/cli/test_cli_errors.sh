@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# End-to-end contract of upcycle_train's command line (DESIGN.md "Command line and run directory"):
+# exit status 2 and a message naming file, line, key and allowed values for config errors; 0 for
+# --help and --print-config (whose output parses back to itself); 2 for a stage this version lacks.
+# Usage: test_cli_errors.sh UPCYCLE_TRAIN_BINARY EXAMPLE_INI
+set -u
+bin=$1
+example=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+
+# expect STATUS NEEDLE... -- ARGS...: runs the binary with ARGS, checks its exit status and that
+# stderr (for STATUS != 0) or stdout (for 0) holds every NEEDLE.
+expect() {
+  local want=$1
+  shift
+  local needles=()
+  while [ "$1" != "--" ]; do needles+=("$1"); shift; done
+  shift
+  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  local text="$tmp/err"
+  [ "$want" = 0 ] && text="$tmp/out"
+  if [ "$got" != "$want" ]; then
+    echo "FAIL: upcycle_train $*: exit $got, expected $want; stderr:"; cat "$tmp/err"
+    failures=$((failures + 1))
+    return
+  fi
+  for n in "${needles[@]}"; do
+    if ! grep -qF -- "$n" "$text"; then
+      echo "FAIL: upcycle_train $*: output lacks '$n'; it was:"; cat "$text"
+      failures=$((failures + 1))
+    fi
+  done
+}
+
+printf '[train]\nlr = 0.01\nstpes = 5\n' >"$tmp/typo.ini"
+expect 2 "typo.ini:3: unknown key 'train.stpes'; did you mean 'train.steps'?" -- "$tmp/typo.ini"
+
+printf '[model]\nffn_activation = relu\n' >"$tmp/value.ini"
+expect 2 "value.ini:2: bad value for model.ffn_activation: 'relu' is not one of: gelu, gelu_erf, swiglu" \
+  -- "$tmp/value.ini"
+
+printf '[train]\nlr = -1\n' >"$tmp/range.ini"
+expect 2 "range.ini:2: bad value for train.lr: -1 is out of range (allowed: > 0)" -- "$tmp/range.ini"
+
+printf '[moe]\nnum_experts = 4\ntop_k = 8\n' >"$tmp/rule.ini"
+expect 2 "inconsistent config: moe.top_k = 8" "[rule: moe.top_k <= moe.num_experts]" -- "$tmp/rule.ini"
+
+printf '[train]\nsteps 5\n' >"$tmp/malformed.ini"
+expect 2 "malformed.ini:2: malformed line 'steps 5'" -- "$tmp/malformed.ini"
+
+expect 2 "config file '$tmp/missing.ini' does not exist" -- "$tmp/missing.ini"
+expect 2 "command line --moe.topk=2: unknown key 'moe.topk'; did you mean 'moe.top_k'?" -- "$example" --moe.topk=2
+expect 2 "no CONFIG.ini given" --
+expect 2 "unknown option '--bogus'" -- "$example" --bogus
+
+expect 0 "[moe]" "top_k = 2" "[one of {sparse, drop, drop_svd, granular, cluster}]" -- --help
+
+# --print-config: the resolved config, which reads back to the same text.
+expect 0 "[train]" "steps = 42" -- "$example" --train.steps=42 --run.dir="$tmp/run" --print-config
+cp "$tmp/out" "$tmp/resolved.ini"
+expect 0 "steps = 42" -- "$tmp/resolved.ini" --print-config
+cmp -s "$tmp/out" "$tmp/resolved.ini" || { echo "FAIL: --print-config output does not read back to itself"; failures=$((failures + 1)); }
+
+# A valid config whose stages this version cannot all run: config.ini is written, then every
+# stage is checked before any runs, so the missing one is reported at once (a usage error).
+expect 2 "the stage 'upcycle' is not available in this version" -- "$example" --run.dir="$tmp/run" --train.steps=42
+cmp -s "$tmp/run/config.ini" "$tmp/resolved.ini" || { echo "FAIL: run.dir/config.ini differs from --print-config"; failures=$((failures + 1)); }
+
+expect 2 "run.dir is empty" -- "$example" --run.dir=
+
+if [ "$failures" != 0 ]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all command-line checks passed"
