@@ -1,6 +1,8 @@
 #include "upcycle/nn/mlp.hpp"
 
 #include "upcycle/ops/activation.hpp"
+#include "upcycle/ops/elementwise.hpp"
+#include "upcycle/ops/shape.hpp"
 
 namespace upcycle::nn {
 
@@ -17,12 +19,18 @@ Var apply_activation(MlpActivation activation, const Var& x) {
     case MlpActivation::gelu_tanh: return gelu(x, GeluApprox::tanh);
     case MlpActivation::gelu_erf: return gelu(x, GeluApprox::erf);
     case MlpActivation::relu: return relu(x);
+    case MlpActivation::swiglu: {
+      const std::int64_t f = x.dim(-1) / 2;
+      const auto halves = split(x, {f, f}, -1);
+      return mul(silu(halves[0]), halves[1]);
+    }
   }
   UPCYCLE_THROW("unknown MLP activation ", static_cast<int>(activation));
 }
 
 Mlp::Mlp(const MlpConfig& config, RngStream& rng)
-    : fc1(checked(config).d_model, config.d_ff, rng, config.bias, config.init_std),
+    : fc1(checked(config).d_model, config.d_ff * fc1_rows_per_unit(config.activation), rng, config.bias,
+          config.init_std),
       fc2(config.d_ff, config.d_model, rng, config.bias, config.out_init_std),
       config_(config) {
   register_module("fc1", fc1);

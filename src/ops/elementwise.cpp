@@ -103,6 +103,26 @@ Var pow_scalar(const Var& x, double p) {
 }
 
 namespace {
+const char* unary_op_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::neg: return "neg";
+    case UnaryOp::exp: return "exp";
+    case UnaryOp::log: return "log";
+    case UnaryOp::sqrt: return "sqrt";
+    case UnaryOp::rsqrt: return "rsqrt";
+    case UnaryOp::square: return "square";
+    case UnaryOp::abs: return "abs";
+    case UnaryOp::tanh: return "tanh";
+    case UnaryOp::sigmoid: return "sigmoid";
+    case UnaryOp::reciprocal: return "reciprocal";
+    case UnaryOp::relu: return "relu";
+    case UnaryOp::gelu_tanh: return "gelu_tanh";
+    case UnaryOp::gelu_erf: return "gelu_erf";
+    case UnaryOp::silu: return "silu";
+  }
+  return "unary";
+}
+
 // Whether the derivative of op is computed from its output (so backward keeps y, not x).
 bool derivative_from_output(UnaryOp op) {
   return op == UnaryOp::exp || op == UnaryOp::sqrt || op == UnaryOp::rsqrt || op == UnaryOp::tanh ||
@@ -116,7 +136,7 @@ Var unary(UnaryOp op, const Var& x) {
   const bool from_y = derivative_from_output(op);
   Tensor xv = from_y || op == UnaryOp::neg ? Tensor() : x.value();
   Tensor yv = from_y ? y : Tensor();
-  return make_output("unary", y, {&x}, [op, xv, yv](const Tensor& gy, GradSink& sink) {
+  return make_output(unary_op_name(op), y, {&x}, [op, xv, yv](const Tensor& gy, GradSink& sink) {
     Tensor gx = Tensor::empty_like(gy);
     backend_of(gy).unary_backward(op, xv, yv, gy, gx);
     sink.add(0, gx);

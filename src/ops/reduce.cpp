@@ -40,10 +40,9 @@ Var mean_all(const Var& x) { return reduce_axis("mean_all", ReduceOp::mean, resh
 
 Tensor sum_to_shape(const Tensor& g, const Shape& target) {
   if (g.shape() == target) return g;
-  UPCYCLE_CHECK(is_suffix_of(target, g.shape()) || target.numel() == g.numel() ||
-                    (g.numel() % target.numel() == 0),
-                "cannot sum ", describe(g), " to ", target.str());
   if (g.numel() == target.numel()) return g.reshape(target);
+  UPCYCLE_CHECK(is_suffix_of(target, g.shape()), "cannot sum ", describe(g), " to ", target.str(),
+                " (the target must be a suffix of the gradient's shape)");
   Tensor out = Tensor::empty(target, g.dtype(), g.device());
   backend_of(g).reduce(ReduceOp::sum, g, out, 1, g.numel() / target.numel(), target.numel());
   return out;

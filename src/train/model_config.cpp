@@ -9,14 +9,13 @@ nn::TransformerBlockConfig block_config_from(const Config& cfg) {
   b.d_model = cfg.get_int("model.width");
   b.n_heads = cfg.get_int("model.heads");
   b.d_ff = cfg.get_int("model.ffn_width");
-  const std::string act = cfg.get_string("model.ffn_activation");
-  if (act == "gelu") {
-    b.activation = nn::MlpActivation::gelu_tanh;
-  } else if (act == "gelu_erf") {
-    b.activation = nn::MlpActivation::gelu_erf;
-  } else {
-    UPCYCLE_USAGE_ERROR("model.ffn_activation = ", act, " is not available in this version (use gelu or gelu_erf)");
-  }
+  static const std::pair<const char*, nn::MlpActivation> kActivations[] = {
+      {"gelu", nn::MlpActivation::gelu_tanh}, {"gelu_erf", nn::MlpActivation::gelu_erf}, {"swiglu", nn::MlpActivation::swiglu}};
+  const std::string& act = cfg.get_string("model.ffn_activation");
+  bool found = false;
+  for (const auto& [name, value] : kActivations)
+    if (act == name) b.activation = value, found = true;
+  if (!found) UPCYCLE_USAGE_ERROR("model.ffn_activation = ", act, " has no implementation");
   b.dropout = cfg.get_float("model.dropout");
   b.ln_eps = cfg.get_float("model.ln_eps");
   b.init_std = cfg.get_float("model.init_std");

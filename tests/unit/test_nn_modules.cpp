@@ -19,6 +19,9 @@ namespace {
 
 using nn::TransformerBlock;
 using nn::TransformerBlockConfig;
+using nn::Mlp;
+using nn::MlpActivation;
+using nn::MlpConfig;
 
 TransformerBlockConfig small_config(bool causal = false) {
   TransformerBlockConfig c;
@@ -206,6 +209,46 @@ void gradcheck_block(bool causal) {
 
 TEST(NnModules, GradcheckBlockBidirectional) { gradcheck_block(false); }
 TEST(NnModules, GradcheckBlockCausal) { gradcheck_block(true); }
+
+
+// SwiGLU: fc1 has 2F rows (gate, then up); the output is fc2(silu(gate) * up).
+TEST(NnModules, SwigluMlpForwardAndGradient) {
+  MlpConfig cfg;
+  cfg.d_model = 4;
+  cfg.d_ff = 3;
+  cfg.activation = MlpActivation::swiglu;
+  RngStream rng(5);
+  Mlp mlp(cfg, rng);
+  EXPECT_EQ(mlp.fc1.weight.shape(), (Shape{6, 4}));
+  mlp.to(DType::f64);
+  std::uint64_t seed = 40;
+  for (const auto& [name, p] : mlp.named_parameters())
+    nn::assign_parameter(mlp, name, testing::random_tensor(p.shape(), seed++, -0.8, 0.8));
+  const Tensor x = testing::random_tensor({2, 4}, 99);
+  const Tensor y = mlp.forward(Var(x)).value();
+  // Reference by hand.
+  const double* w1 = mlp.fc1.weight.value().data<double>();
+  const double* b1 = mlp.fc1.bias.value().data<double>();
+  const double* w2 = mlp.fc2.weight.value().data<double>();
+  const double* b2 = mlp.fc2.bias.value().data<double>();
+  for (int r = 0; r < 2; ++r) {
+    double h[6];
+    for (int j = 0; j < 6; ++j) {
+      h[j] = b1[j];
+      for (int i = 0; i < 4; ++i) h[j] += w1[j * 4 + i] * x.data<double>()[r * 4 + i];
+    }
+    for (int o = 0; o < 4; ++o) {
+      double s = b2[o];
+      for (int j = 0; j < 3; ++j) s += w2[o * 3 + j] * (h[j] / (1 + std::exp(-h[j]))) * h[3 + j];
+      EXPECT_NEAR(y.data<double>()[r * 4 + o], s, 1e-13);
+    }
+  }
+  const auto f = [&](const std::vector<Var>& v) {
+    mlp.parameter("fc1/weight") = v[1];
+    return mlp.forward(v[0]);
+  };
+  EXPECT_TRUE(testing::gradcheck(f, {x, mlp.fc1.weight.value().clone()}));
+}
 
 }  // namespace
 }  // namespace upcycle

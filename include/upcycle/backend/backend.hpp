@@ -86,6 +86,7 @@ class Backend {
   virtual void permute(const Tensor& x, Tensor& out, const int* perm) = 0;
   // Copy a slab along one axis: for o < outer, dst[o, dst_off + j, :] (+)= src[o, src_off + j, :]
   // for j < len, with src/dst axis lengths src_axis / dst_axis and trailing size inner.
+  // src and dst must not overlap in memory.
   virtual void copy_axis(const Tensor& src, std::int64_t src_axis, std::int64_t src_off,
                          Tensor& dst, std::int64_t dst_axis, std::int64_t dst_off,
                          std::int64_t outer, std::int64_t len, std::int64_t inner,

@@ -4,10 +4,12 @@
 
 namespace upcycle::nn {
 
-// Activation between fc1 and fc2.
-// SwiGLU hook: add `swiglu` here; Mlp then builds fc1 as [2F, D] (gate rows 0..F-1, up rows
-// F..2F-1) and forward() computes silu(gate) * up before fc2. Nothing else has to change.
-enum class MlpActivation { gelu_tanh, gelu_erf, relu };
+// Activation between fc1 and fc2. swiglu is gated (Shazeer 2020): fc1 is [2F, D], its rows
+// 0..F-1 the gate and F..2F-1 the up-projection, and the activation is silu(gate) * up.
+enum class MlpActivation { gelu_tanh, gelu_erf, relu, swiglu };
+
+// Rows of fc1 per hidden unit: 2 for gated activations, 1 otherwise.
+inline std::int64_t fc1_rows_per_unit(MlpActivation a) { return a == MlpActivation::swiglu ? 2 : 1; }
 
 struct MlpConfig {
   std::int64_t d_model = 0;
@@ -18,7 +20,7 @@ struct MlpConfig {
   double out_init_std = 0.02;  // fc2 (feeds the residual stream)
 };
 
-// fc2(act(fc1(x))). Parameters: "fc1/weight" [F, D], "fc1/bias" [F], "fc2/weight" [D, F],
+// fc2(act(fc1(x))). Parameters: "fc1/weight" [F, D] ([2F, D] for swiglu), "fc1/bias", "fc2/weight" [D, F],
 // "fc2/bias" [D]. The MoE experts copy these tensors, so keep the layout.
 class Mlp : public Module {
  public:
@@ -33,7 +35,8 @@ class Mlp : public Module {
   MlpConfig config_;
 };
 
-// The activation alone (shared with the MoE experts).
+// The activation alone (shared with the MoE experts): x [..., F] -> [..., F], or for swiglu
+// x [..., 2F] -> [..., F].
 Var apply_activation(MlpActivation activation, const Var& x);
 
 }  // namespace upcycle::nn
