@@ -9,8 +9,9 @@
 namespace upcycle {
 
 ShardedSampler::ShardedSampler(std::int64_t num_examples, std::int64_t global_batch, int rank, int world,
-                               std::uint64_t seed)
-    : num_examples_(num_examples), global_batch_(global_batch), rank_(rank), world_(world), seed_(seed) {
+                               std::uint64_t seed, bool shuffle)
+    : num_examples_(num_examples), global_batch_(global_batch), rank_(rank), world_(world), seed_(seed),
+      shuffle_(shuffle) {
   UPCYCLE_CHECK(world > 0 && rank >= 0 && rank < world, "bad rank ", rank, " of ", world);
   UPCYCLE_CHECK(global_batch > 0 && global_batch % world == 0, "the global batch (", global_batch,
                 ") must be a positive multiple of the number of ranks (", world, ")");
@@ -19,6 +20,10 @@ ShardedSampler::ShardedSampler(std::int64_t num_examples, std::int64_t global_ba
 }
 
 void ShardedSampler::shuffle_epoch() {
+  permutation_.resize(static_cast<std::size_t>(num_examples_));
+  std::iota(permutation_.begin(), permutation_.end(), 0);
+  permuted_epoch_ = cursor_.epoch;
+  if (!shuffle_) return;
   // Sort indices by Philox keys: a permutation that depends only on (seed, epoch).
   const std::uint64_t stream = seed_ * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(cursor_.epoch);
   std::vector<std::uint64_t> keys(static_cast<std::size_t>(num_examples_));
@@ -27,13 +32,10 @@ void ShardedSampler::shuffle_epoch() {
     Philox4x32::generate(stream, static_cast<std::uint64_t>(i), w);
     keys[static_cast<std::size_t>(i)] = (std::uint64_t{w[0]} << 32) | w[1];
   }
-  permutation_.resize(static_cast<std::size_t>(num_examples_));
-  std::iota(permutation_.begin(), permutation_.end(), 0);
   std::sort(permutation_.begin(), permutation_.end(), [&](std::int64_t a, std::int64_t b) {
     const auto ka = keys[static_cast<std::size_t>(a)], kb = keys[static_cast<std::size_t>(b)];
     return ka != kb ? ka < kb : a < b;
   });
-  permuted_epoch_ = cursor_.epoch;
 }
 
 std::vector<std::int64_t> ShardedSampler::next() {

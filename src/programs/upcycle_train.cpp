@@ -22,7 +22,9 @@ void run(const upcycle::Config& cfg) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) UPCYCLE_THROW("cannot create run directory '", dir.string(), "': ", ec.message());
-    upcycle::write_config_file(cfg, (dir / "config.ini").string());
+    // A resumed run replaces config.ini only once its checkpoint loaded (the trainer does it), so
+    // a failed resume leaves the description of the existing checkpoints intact.
+    if (cfg.get_string("checkpoint.resume").empty()) upcycle::write_config_file(cfg, (dir / "config.ini").string());
   }
   const int threads = upcycle::configure_cpu_threads(static_cast<int>(cfg.get_int("run.threads")));
   if (world->rank() == 0)

@@ -23,7 +23,7 @@ class ImageClassificationTask final : public Task {
         rng_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
         model_(vit_config_from(cfg), rng_),
         sampler_(train_.count, cfg.get_int("train.batch_size"), world.rank(), world.size(),
-                 static_cast<std::uint64_t>(cfg.get_int("run.seed"))) {
+                 static_cast<std::uint64_t>(cfg.get_int("run.seed")), cfg.get_bool("data.shuffle")) {
     const auto& v = model_.config();
     if (train_.height != v.image_size || train_.width != v.image_size || v.channels != 1)
       UPCYCLE_USAGE_ERROR("model.image_size = ", v.image_size, " and model.channels = ", v.channels,

@@ -18,7 +18,7 @@ class LanguageModelTask final : public Task {
         rng_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
         model_(gpt_config_from(cfg), rng_),
         sampler_(windows(corpus_.train), cfg.get_int("train.batch_size"), world.rank(), world.size(),
-                 static_cast<std::uint64_t>(cfg.get_int("run.seed"))) {
+                 static_cast<std::uint64_t>(cfg.get_int("run.seed")), cfg.get_bool("data.shuffle")) {
     if (model_.config().vocab < 256)
       UPCYCLE_USAGE_ERROR("model.vocab_size = ", model_.config().vocab, " is too small for bytes (256)");
   }

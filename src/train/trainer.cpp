@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 
 #include "upcycle/ops/elementwise.hpp"
 #include "upcycle/train/grad_reducer.hpp"
@@ -52,7 +53,18 @@ void Trainer::resume_from(const std::string& path) {
   // Dropout streams are per rank: keep this rank's seed, continue from the saved offset.
   state_.dropout_rng = RngStream(dropout_stream(cfg_, world_->rank()).seed(), state_.dropout_rng.offset());
   state_.stage = stage_;
-  if (progress_) progress_->message("resumed from " + path + " at step " + std::to_string(state_.step));
+  say("[" + stage_ + "] resumed from " + path + " at step " + std::to_string(state_.step));
+  // The run's config.ini describes the checkpoints it writes: replace it only now that the
+  // checkpoint proved compatible with this config.
+  if (!run_dir_.empty() && is_root(*world_)) write_config_file(cfg_, (fs::path(run_dir_) / "config.ini").string());
+}
+
+void Trainer::say(const std::string& line) {
+  if (!is_root(*world_)) return;
+  if (progress_)
+    progress_->message(line);
+  else
+    std::cout << line << std::endl;
 }
 
 void Trainer::log_step(std::int64_t step, double loss, double lr, double gnorm, double tokens_per_s) {
@@ -80,7 +92,7 @@ std::map<std::string, double> Trainer::evaluate(std::int64_t step) {
       line += buf;
     }
     metrics_.write(o);
-    if (progress_) progress_->message(line);
+    say(line);
   }
   return result;
 }
@@ -109,10 +121,10 @@ TrainResult Trainer::run() {
   const std::int64_t log_every = cfg_.get_int("log.every");
   const std::int64_t eval_every = cfg_.get_int("train.eval_every");
   const std::int64_t ckpt_every = cfg_.get_int("checkpoint.every");
-  if (is_root(*world_) && cfg_.get_bool("log.progress")) progress_ = std::make_unique<Progress>(stage_, total);
-
   const std::string resume = resolve_resume_path(cfg_);
   if (!resume.empty()) resume_from(resume);
+  if (is_root(*world_) && cfg_.get_bool("log.progress"))
+    progress_ = std::make_unique<Progress>(stage_, total, state_.step);
   GradReducer reducer(params_, world_, static_cast<std::size_t>(cfg_.get_int("parallel.grad_bucket_mb")) << 20);
 
   auto lr_at = [&](std::int64_t step) {
@@ -153,26 +165,27 @@ TrainResult Trainer::run() {
     const double loss = sv[0] / world_->size();
     const double gnorm = grad_norm(params_);
     state_.step = step + 1;
-    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+    const bool finite = std::isfinite(loss) && std::isfinite(gnorm);
+    if (finite) {
+      if (clip > 0 && gnorm > clip) scale_grads(params_, clip / gnorm);
+      optimizer_->step(lr);
+      result.losses.push_back(loss);
+      window_tokens += sv[1];
+      window_loss += loss;
+      ++window_steps;
+    } else {
       if (!skip_nonfinite)
         UPCYCLE_THROW("non-finite ", std::isfinite(loss) ? "gradient" : "loss", " at step ", step + 1, " of stage ",
                       stage_, " (loss ", loss, ", gradient norm ", gnorm,
                       "); lower train.lr, or set train.nan_policy = skip to skip such steps");
       ++result.skipped_steps;
-      if (progress_) progress_->message("[" + stage_ + "] step " + std::to_string(step + 1) + ": non-finite, skipped");
+      say("[" + stage_ + "] step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped");
       if (is_root(*world_))
         metrics_.write(JsonObject().add("event", "skipped_step").add("stage", stage_).add("step", step + 1));
-      continue;
     }
-    if (clip > 0 && gnorm > clip) scale_grads(params_, clip / gnorm);
-    optimizer_->step(lr);
-    result.losses.push_back(loss);
-    window_tokens += sv[1];
-    window_loss += loss;
-    ++window_steps;
 
     const std::int64_t done = state_.step;
-    if (done % log_every == 0 || done == total) {
+    if ((done % log_every == 0 || done == total) && window_steps > 0) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
       const double tps = secs > 0 ? window_tokens / secs : 0.0;
       log_step(done, window_loss / static_cast<double>(window_steps), lr, gnorm, tps);
@@ -181,8 +194,12 @@ TrainResult Trainer::run() {
       window_tokens = window_loss = 0;
       window_steps = 0;
     }
-    if (eval_every > 0 && done % eval_every == 0 && done != total) evaluate(done);
-    if (ckpt_every > 0 && done % ckpt_every == 0 && done != total) checkpoint();
+    const bool eval_now = eval_every > 0 && done % eval_every == 0 && done != total;
+    const bool ckpt_now = ckpt_every > 0 && done % ckpt_every == 0 && done != total;
+    if (eval_now) evaluate(done);
+    if (ckpt_now) checkpoint();
+    // Evaluation and checkpoint time is not training throughput.
+    if (eval_now || ckpt_now) window_start = std::chrono::steady_clock::now();
   }
   result.final_eval = evaluate(state_.step);
   checkpoint();

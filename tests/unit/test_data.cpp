@@ -147,3 +147,10 @@ TEST(Sampler, RejectsBatchesThatDoNotSplitOverRanks) {
   EXPECT_THROW(ShardedSampler(100, 10, 0, 4, 1), Error);
   EXPECT_THROW(ShardedSampler(5, 10, 0, 1, 1), Error);
 }
+
+TEST(Sampler, WithoutShuffleWalksTheExamplesInOrder) {
+  ShardedSampler s(10, 4, 1, 2, 3, /*shuffle=*/false);
+  EXPECT_EQ(s.next(), (std::vector<std::int64_t>{2, 3}));
+  EXPECT_EQ(s.next(), (std::vector<std::int64_t>{6, 7}));
+  EXPECT_EQ(s.next(), (std::vector<std::int64_t>{2, 3}));  // next epoch (the last 2 examples are dropped)
+}

@@ -16,7 +16,9 @@ class ShardedSampler {
     std::int64_t position = 0;  // index into the epoch's permutation of the next global batch
   };
 
-  ShardedSampler(std::int64_t num_examples, std::int64_t global_batch, int rank, int world, std::uint64_t seed);
+  // shuffle = false walks the examples in order every epoch.
+  ShardedSampler(std::int64_t num_examples, std::int64_t global_batch, int rank, int world, std::uint64_t seed,
+                 bool shuffle = true);
 
   // This rank's example indices of the next global batch; advances the cursor.
   std::vector<std::int64_t> next();
@@ -31,6 +33,7 @@ class ShardedSampler {
   std::int64_t num_examples_, global_batch_;
   int rank_, world_;
   std::uint64_t seed_;
+  bool shuffle_;
   Cursor cursor_;
   std::int64_t permuted_epoch_ = -1;
   std::vector<std::int64_t> permutation_;

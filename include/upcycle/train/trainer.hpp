@@ -35,6 +35,7 @@ class Trainer {
   void log_step(std::int64_t step, double loss, double lr, double grad_norm, double tokens_per_s);
   std::map<std::string, double> evaluate(std::int64_t step);
   void checkpoint();
+  void say(const std::string& line);  // a console line on rank 0 (through the progress display)
 
   const Config& cfg_;
   std::shared_ptr<Communicator> world_;

@@ -1,8 +1,10 @@
 // Elementwise kernels. The op switch sits outside the loops: each case instantiates a loop over a
 // lambda the compiler inlines and vectorises.
 #include <cmath>
+#include <type_traits>
 
 #include "cpu_backend.hpp"
+#include "cpu_math.hpp"
 
 namespace upcycle {
 
@@ -21,20 +23,54 @@ void map1(const Tensor& x, Tensor& y, F f) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = f(in[i]);
 }
 
-// gx = gy * d(x, y)
+// gx = gy * d(x, y). Each derivative reads only one of x and y; the other may be undefined and
+// then reads gy in its place (a valid load, ignored by d), so the loop has no conditional load and
+// vectorises.
 template <class T, class F>
 void map_grad(const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx, F d) {
-  const T* px = x.defined() ? x.data<T>() : nullptr;
-  const T* py = y.defined() ? y.data<T>() : nullptr;
   const T* pg = gy.data<T>();
+  const T* px = x.defined() ? x.data<T>() : pg;
+  const T* py = y.defined() ? y.data<T>() : pg;
   T* out = gx.data<T>();
   const std::int64_t n = gy.numel();
 #pragma omp parallel for simd schedule(static) if (n > 32768)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = pg[i] * d(px ? px[i] : T(0), py ? py[i] : T(0));
+  for (std::int64_t i = 0; i < n; ++i) out[i] = pg[i] * d(px[i], py[i]);
+}
+
+// f32 paths of the exp-based ops through the vectorisable cpu_math functions (libm's float exp
+// and tanh do not vectorise); f64 keeps libm. Returns false for the other ops.
+bool unary_f32_fast(UnaryOp op, const Tensor& x, Tensor& y) {
+  using namespace cpu_math;
+  switch (op) {
+    case UnaryOp::exp: map1<float>(x, y, [](float v) { return exp_f32(v); }); return true;
+    case UnaryOp::sigmoid: map1<float>(x, y, [](float v) { return sigmoid_f32(v); }); return true;
+    case UnaryOp::silu: map1<float>(x, y, [](float v) { return v * sigmoid_f32(v); }); return true;
+    case UnaryOp::gelu_tanh: map1<float>(x, y, [](float v) { return gelu_tanh_f32(v); }); return true;
+    default: return false;
+  }
+}
+
+bool unary_backward_f32_fast(UnaryOp op, const Tensor& x, const Tensor& gy, Tensor& gx) {
+  using namespace cpu_math;
+  switch (op) {
+    case UnaryOp::gelu_tanh:
+      map_grad<float>(x, Tensor(), gy, gx, [](float v, float) { return gelu_tanh_grad_f32(v); });
+      return true;
+    case UnaryOp::silu:
+      map_grad<float>(x, Tensor(), gy, gx, [](float v, float) {
+        const float e = exp_f32(-v), s = 1.0f / (1.0f + e);
+        return s * (1.0f + v * (e * s));  // 1 - s = e s
+      });
+      return true;
+    default: return false;
+  }
 }
 
 template <class T>
 void unary_typed(UnaryOp op, const Tensor& x, Tensor& y) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (unary_f32_fast(op, x, y)) return;
+  }
   switch (op) {
     case UnaryOp::neg: return map1<T>(x, y, [](T v) { return -v; });
     case UnaryOp::exp: return map1<T>(x, y, [](T v) { return std::exp(v); });
@@ -66,6 +102,9 @@ void unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& y, const Te
                       op == UnaryOp::sigmoid || op == UnaryOp::reciprocal || op == UnaryOp::rsqrt;
   UPCYCLE_CHECK(from_y ? y.defined() : x.defined() || op == UnaryOp::neg,
                 "unary_backward: missing the ", from_y ? "output" : "input");
+  if constexpr (std::is_same_v<T, float>) {
+    if (unary_backward_f32_fast(op, x, gy, gx)) return;
+  }
   switch (op) {
     case UnaryOp::neg: return map_grad<T>(Tensor(), Tensor(), gy, gx, [](T, T) { return T(-1); });
     case UnaryOp::exp: return map_grad<T>(Tensor(), y, gy, gx, [](T, T o) { return o; });

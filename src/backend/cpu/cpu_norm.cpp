@@ -75,8 +75,12 @@ void layernorm_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, d
                      Tensor& mean, Tensor& rstd, NormShape s) {
   const std::int64_t rows = s.rows, dim = s.dim;
   const T* px = x.data<T>();
-  const T* pg = gamma.defined() ? gamma.data<T>() : nullptr;
-  const T* pb = beta.defined() ? beta.data<T>() : nullptr;
+  // An absent gamma / beta reads ones / zeros: no conditional load in the loops (it stops them
+  // vectorising).
+  std::vector<T> ones(gamma.defined() ? 0 : static_cast<std::size_t>(dim), T(1));
+  std::vector<T> zeros(beta.defined() ? 0 : static_cast<std::size_t>(dim), T(0));
+  const T* pg = gamma.defined() ? gamma.data<T>() : ones.data();
+  const T* pb = beta.defined() ? beta.data<T>() : zeros.data();
   T* py = y.data<T>();
   T* pm = mean.data<T>();
   T* pr = rstd.data<T>();
@@ -101,7 +105,7 @@ void layernorm_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, d
     pr[r] = k;
 #pragma omp simd
     for (std::int64_t j = 0; j < dim; ++j)
-      yr[j] = (xr[j] - m) * k * (pg ? pg[j] : T(1)) + (pb ? pb[j] : T(0));
+      yr[j] = (xr[j] - m) * k * pg[j] + pb[j];
   }
 }
 
@@ -112,28 +116,39 @@ void layernorm_backward_typed(const Tensor& x, const Tensor& gamma, const Tensor
                               const Tensor& gy, Tensor& gx, Tensor& ggamma, Tensor& gbeta, NormShape s) {
   const std::int64_t dim = s.dim;
   const T* px = x.data<T>();
-  const T* pgam = gamma.defined() ? gamma.data<T>() : nullptr;
+  std::vector<T> ones(gamma.defined() ? 0 : static_cast<std::size_t>(dim), T(1));  // see layernorm_typed
+  const T* pgam = gamma.defined() ? gamma.data<T>() : ones.data();
   const T* pm = mean.data<T>();
   const T* pr = rstd.data<T>();
   const T* pgy = gy.data<T>();
   T* pgx = gx.data<T>();
   const double inv_dim = 1.0 / static_cast<double>(dim);
+  // xhat and g = gy * gamma of a row go through scratch buffers first: loops that mix them with
+  // the double accumulations in one body vectorise poorly. (The values are the same.)
+  constexpr std::int64_t kStackDim = 512;
   auto row = [&](std::int64_t r, double* acc_gamma, double* acc_beta) {
+    T stack_buf[2 * kStackDim];
+    std::vector<T> heap_buf(dim > kStackDim ? static_cast<std::size_t>(2 * dim) : 0);
+    T* xh = dim > kStackDim ? heap_buf.data() : stack_buf;
+    T* g = xh + (dim > kStackDim ? dim : kStackDim);
     const T* xr = px + r * dim;
     const T* gyr = pgy + r * dim;
     T* gxr = pgx + r * dim;
     const T m = pm[r], k = pr[r];
+#pragma omp simd
+    for (std::int64_t j = 0; j < dim; ++j) {
+      xh[j] = (xr[j] - m) * k;
+      g[j] = gyr[j] * pgam[j];
+    }
     double sum_g = 0.0, sum_gx = 0.0;
 #pragma omp simd reduction(+ : sum_g, sum_gx)
     for (std::int64_t j = 0; j < dim; ++j) {
-      const double g = static_cast<double>(gyr[j] * (pgam ? pgam[j] : T(1)));
-      sum_g += g;
-      sum_gx += g * static_cast<double>((xr[j] - m) * k);
+      sum_g += static_cast<double>(g[j]);
+      sum_gx += static_cast<double>(g[j]) * static_cast<double>(xh[j]);
     }
     if (acc_gamma) {
 #pragma omp simd
-      for (std::int64_t j = 0; j < dim; ++j)
-        acc_gamma[j] += static_cast<double>(gyr[j]) * static_cast<double>((xr[j] - m) * k);
+      for (std::int64_t j = 0; j < dim; ++j) acc_gamma[j] += static_cast<double>(gyr[j]) * static_cast<double>(xh[j]);
     }
     if (acc_beta) {
 #pragma omp simd
@@ -141,10 +156,7 @@ void layernorm_backward_typed(const Tensor& x, const Tensor& gamma, const Tensor
     }
     const T a = static_cast<T>(sum_g * inv_dim), b = static_cast<T>(sum_gx * inv_dim);
 #pragma omp simd
-    for (std::int64_t j = 0; j < dim; ++j) {
-      const T g = gyr[j] * (pgam ? pgam[j] : T(1));
-      gxr[j] = k * (g - a - (xr[j] - m) * k * b);
-    }
+    for (std::int64_t j = 0; j < dim; ++j) gxr[j] = k * (g[j] - a - xh[j] * b);
   };
   rows_with_column_sums<T>(s.rows, dim, ggamma.defined() ? ggamma.data<T>() : nullptr,
                            gbeta.defined() ? gbeta.data<T>() : nullptr, row);
@@ -154,7 +166,8 @@ template <class T>
 void rmsnorm_typed(const Tensor& x, const Tensor& gamma, double eps, Tensor& y, Tensor& rstd, NormShape s) {
   const std::int64_t rows = s.rows, dim = s.dim;
   const T* px = x.data<T>();
-  const T* pg = gamma.defined() ? gamma.data<T>() : nullptr;
+  std::vector<T> ones(gamma.defined() ? 0 : static_cast<std::size_t>(dim), T(1));  // see layernorm_typed
+  const T* pg = gamma.defined() ? gamma.data<T>() : ones.data();
   T* py = y.data<T>();
   T* pr = rstd.data<T>();
 #pragma omp parallel for schedule(static) if (rows * dim > 32768)
@@ -167,7 +180,7 @@ void rmsnorm_typed(const Tensor& x, const Tensor& gamma, double eps, Tensor& y, 
     const T k = static_cast<T>(1.0 / std::sqrt(sq / static_cast<double>(dim) + eps));
     pr[r] = k;
 #pragma omp simd
-    for (std::int64_t j = 0; j < dim; ++j) yr[j] = xr[j] * k * (pg ? pg[j] : T(1));
+    for (std::int64_t j = 0; j < dim; ++j) yr[j] = xr[j] * k * pg[j];
   }
 }
 
@@ -177,7 +190,8 @@ void rmsnorm_backward_typed(const Tensor& x, const Tensor& gamma, const Tensor& 
                             Tensor& gx, Tensor& ggamma, NormShape s) {
   const std::int64_t dim = s.dim;
   const T* px = x.data<T>();
-  const T* pgam = gamma.defined() ? gamma.data<T>() : nullptr;
+  std::vector<T> ones(gamma.defined() ? 0 : static_cast<std::size_t>(dim), T(1));  // see layernorm_typed
+  const T* pgam = gamma.defined() ? gamma.data<T>() : ones.data();
   const T* pr = rstd.data<T>();
   const T* pgy = gy.data<T>();
   T* pgx = gx.data<T>();
@@ -190,7 +204,7 @@ void rmsnorm_backward_typed(const Tensor& x, const Tensor& gamma, const Tensor& 
     double sum_gx = 0.0;
 #pragma omp simd reduction(+ : sum_gx)
     for (std::int64_t j = 0; j < dim; ++j)
-      sum_gx += static_cast<double>(gyr[j] * (pgam ? pgam[j] : T(1))) * static_cast<double>(xr[j] * k);
+      sum_gx += static_cast<double>(gyr[j] * pgam[j]) * static_cast<double>(xr[j] * k);
     if (acc_gamma) {
 #pragma omp simd
       for (std::int64_t j = 0; j < dim; ++j)
@@ -198,7 +212,7 @@ void rmsnorm_backward_typed(const Tensor& x, const Tensor& gamma, const Tensor& 
     }
     const T b = static_cast<T>(sum_gx * inv_dim);
 #pragma omp simd
-    for (std::int64_t j = 0; j < dim; ++j) gxr[j] = k * (gyr[j] * (pgam ? pgam[j] : T(1)) - xr[j] * k * b);
+    for (std::int64_t j = 0; j < dim; ++j) gxr[j] = k * (gyr[j] * pgam[j] - xr[j] * k * b);
   };
   rows_with_column_sums<T>(s.rows, dim, ggamma.defined() ? ggamma.data<T>() : nullptr, nullptr, row);
 }

@@ -9,6 +9,9 @@
 namespace upcycle {
 
 namespace {
+// Chunks of the axis for sums with few outer rows (see reduce_typed).
+constexpr std::int64_t kAxisChunks = 16;
+
 template <class T>
 void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis,
                   std::int64_t inner) {
@@ -30,6 +33,32 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer,
         po[o] = static_cast<T>(s * scale);
       }
     }
+    return;
+  }
+  // Sums over a long axis with few outer rows (a bias gradient: [1, rows, out]): the axis is cut
+  // into a fixed number of chunks (not one per thread, so the result does not depend on the thread
+  // count), each summed into its own double row, and the rows are added in chunk order.
+  if (op != ReduceOp::max && outer < kAxisChunks && axis >= 4 * kAxisChunks) {
+    const std::int64_t chunks = kAxisChunks, tasks = outer * chunks;
+    std::vector<double> acc(static_cast<std::size_t>(tasks * inner));
+#pragma omp parallel for schedule(static) if (outer * axis * inner > 32768)
+    for (std::int64_t t = 0; t < tasks; ++t) {
+      const std::int64_t o = t / chunks, c = t % chunks;
+      double* a = acc.data() + t * inner;
+      for (std::int64_t i = 0; i < inner; ++i) a[i] = 0.0;
+      const T* base = px + o * axis * inner;
+      for (std::int64_t r = c * axis / chunks; r < (c + 1) * axis / chunks; ++r) {
+        const T* row = base + r * inner;
+#pragma omp simd
+        for (std::int64_t i = 0; i < inner; ++i) a[i] += static_cast<double>(row[i]);
+      }
+    }
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t i = 0; i < inner; ++i) {
+        double sum = 0.0;
+        for (std::int64_t c = 0; c < chunks; ++c) sum += acc[static_cast<std::size_t>((o * chunks + c) * inner + i)];
+        po[o * inner + i] = static_cast<T>(sum * scale);
+      }
     return;
   }
 #pragma omp parallel if (outer * axis * inner > 32768)

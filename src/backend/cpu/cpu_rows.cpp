@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "cpu_backend.hpp"
+#include "cpu_math.hpp"
 
 namespace upcycle {
 
@@ -24,19 +25,30 @@ void check_like(const Tensor& t, const Tensor& like, const char* what) {
                 ": expected ", describe(like), ", got ", describe(t));
 }
 
+using cpu_math::exp_any;
+
 template <class T>
 T row_max(const T* x, std::int64_t n) {
   T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
   for (std::int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
   return m;
 }
 
-// sum_j exp(x[j] - m), accumulated in double.
+// sum_j exp(x[j] - m), accumulated in double. The exponentials go through a small buffer in
+// blocks: a single loop with the mixed float / double body does not vectorise.
 template <class T>
 double sum_exp(const T* x, std::int64_t n, T m) {
+  constexpr std::int64_t kBlock = 256;
+  T e[kBlock];
   double s = 0.0;
+  for (std::int64_t b = 0; b < n; b += kBlock) {
+    const std::int64_t len = n - b < kBlock ? n - b : kBlock;
+#pragma omp simd
+    for (std::int64_t j = 0; j < len; ++j) e[j] = exp_any(x[b + j] - m);
 #pragma omp simd reduction(+ : s)
-  for (std::int64_t j = 0; j < n; ++j) s += static_cast<double>(std::exp(x[j] - m));
+    for (std::int64_t j = 0; j < len; ++j) s += static_cast<double>(e[j]);
+  }
   return s;
 }
 
@@ -55,13 +67,13 @@ void softmax_typed(const Tensor& x, Tensor& y, bool log) {
 #pragma omp simd
       for (std::int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
     } else {
+      // exp into y, then the double sum of y: two loops (one loop with the mixed float / double
+      // body does not vectorise). Each y[j] is written after x[j] is read, so y may alias x.
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) yr[j] = exp_any(xr[j] - m);
       double s = 0.0;
 #pragma omp simd reduction(+ : s)
-      for (std::int64_t j = 0; j < cols; ++j) {
-        const T e = std::exp(xr[j] - m);
-        yr[j] = e;
-        s += static_cast<double>(e);
-      }
+      for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(yr[j]);
       const T inv = static_cast<T>(1.0 / s);
 #pragma omp simd
       for (std::int64_t j = 0; j < cols; ++j) yr[j] *= inv;
@@ -88,7 +100,7 @@ void softmax_backward_typed(const Tensor& y, const Tensor& gy, Tensor& gx, bool 
       for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(gr[j]);
       const T st = static_cast<T>(s);
 #pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j) outr[j] = gr[j] - std::exp(yr[j]) * st;
+      for (std::int64_t j = 0; j < cols; ++j) outr[j] = gr[j] - exp_any(yr[j]) * st;
     } else {
 #pragma omp simd reduction(+ : s)
       for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(gr[j]) * static_cast<double>(yr[j]);
@@ -172,7 +184,7 @@ void cross_entropy_backward_typed(const Tensor& logits, const std::int64_t* tg, 
     }
     const T e = pe[r];
 #pragma omp simd
-    for (std::int64_t j = 0; j < classes; ++j) gr[j] = s * std::exp(xr[j] - e) - uniform;
+    for (std::int64_t j = 0; j < classes; ++j) gr[j] = s * exp_any(xr[j] - e) - uniform;
     gr[tg[r]] -= target;
   }
 }

@@ -33,7 +33,9 @@ int configure_cpu_threads(int requested) {
     }
   }
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  // OpenMP's threads are the only pool: the GEMM kernel splits products over them and calls
+  // OpenBLAS single-threaded (two spinning pools on the same cores oversubscribe them).
+  openblas_set_num_threads(1);
   return n;
 }
 
