@@ -7,8 +7,17 @@
 // Prints tokens/s of both (a token is an image patch or the class token: B * (1 + N) per step)
 // and the ratio upcycle / torch (> 1: upcycle is faster), then a per-kernel profile of a few extra
 // upcycle steps (taken after the timed steps, so the timing carries no profiler overhead).
-//   bench_train [--threads N] [--steps S] [--warmup W] [--batch B] [--profile-steps P]
-//               [--detail] [--no-torch] [--python /usr/bin/python3] [--json out.jsonl]
+//
+// PyTorch runs twice: as configured by torch.set_num_threads(N) alone, and with
+// OPENBLAS_NUM_THREADS=1 as well. Debian's torch calls the pthread OpenBLAS, whose own pool (one
+// thread per core) ignores set_num_threads: with N = 1 its GEMMs still use every core, with N > 1
+// the two pools oversubscribe the cores. The ratio is taken against the faster of the two runs.
+//   bench_train [--threads N] [--steps S] [--warmup W] [--batch B] [--rounds R]
+//               [--profile-steps P] [--detail] [--no-torch] [--python /usr/bin/python3]
+//               [--json out.jsonl]
+// --rounds R repeats the whole measurement (upcycle, then both torch runs) R times, one after the
+// other so that each ratio compares runs taken close in time on a shared machine, and reports the
+// median ratio.
 #include <omp.h>
 
 #include <algorithm>
@@ -40,7 +49,7 @@ namespace {
 using namespace upcycle;
 
 struct Options {
-  int threads = 0, steps = 30, warmup = 5, profile_steps = 10;
+  int threads = 0, steps = 30, warmup = 5, profile_steps = 10, rounds = 1;
   std::int64_t batch = 128;
   double lr = 1e-3, weight_decay = 0.05, clip = 1.0;
   bool torch = true, detail = false;
@@ -172,14 +181,14 @@ double json_number(const std::string& line, const std::string& key) {
   return std::stod(line.substr(at + key.size() + 4));
 }
 
-// Runs the PyTorch peer; false when it failed.
-bool run_torch(const Options& o, const nn::ViTConfig& v, Timing& out) {
+// Runs the PyTorch peer (env: a VAR=VALUE prefix or empty); false when it failed.
+bool run_torch(const Options& o, const nn::ViTConfig& v, const std::string& env, Timing& out) {
   std::ostringstream cfg;
   cfg << "{\"image_size\": " << v.image_size << ", \"patch_size\": " << v.patch_size << ", \"channels\": " << v.channels
       << ", \"num_classes\": " << v.num_classes << ", \"depth\": " << v.depth << ", \"d_model\": " << v.block.d_model
       << ", \"heads\": " << v.block.n_heads << ", \"ffn\": " << v.block.d_ff << ", \"batch\": " << o.batch
       << ", \"lr\": " << o.lr << ", \"weight_decay\": " << o.weight_decay << ", \"clip\": " << o.clip << "}";
-  const std::string cmd = shell_quote(o.python) + " " +
+  const std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + shell_quote(o.python) + " " +
                           shell_quote(std::string(UPCYCLE_SOURCE_DIR) + "/src/bench/bench_train_torch.py") +
                           " --threads " + std::to_string(o.threads) + " --steps " + std::to_string(o.steps) +
                           " --warmup " + std::to_string(o.warmup) + " " + shell_quote(cfg.str());
@@ -205,8 +214,8 @@ bool run_torch(const Options& o, const nn::ViTConfig& v, Timing& out) {
 }
 
 int usage() {
-  std::cerr << "usage: bench_train [--threads N] [--steps S] [--warmup W] [--batch B] [--profile-steps P]\n"
-               "                   [--detail] [--no-torch] [--python PATH] [--json FILE]\n";
+  std::cerr << "usage: bench_train [--threads N] [--steps S] [--warmup W] [--batch B] [--rounds R]\n"
+               "                   [--profile-steps P] [--detail] [--no-torch] [--python PATH] [--json FILE]\n";
   return 2;
 }
 
@@ -227,6 +236,7 @@ int main(int argc, char** argv) {
     else if (a == "--steps") o.steps = std::stoi(value());
     else if (a == "--warmup") o.warmup = std::stoi(value());
     else if (a == "--batch") o.batch = std::stoll(value());
+    else if (a == "--rounds") o.rounds = std::stoi(value());
     else if (a == "--profile-steps") o.profile_steps = std::stoi(value());
     else if (a == "--detail") o.detail = true;
     else if (a == "--no-torch") o.torch = false;
@@ -234,7 +244,7 @@ int main(int argc, char** argv) {
     else if (a == "--json") o.json_path = value();
     else return usage();
   }
-  if (o.steps < 1 || o.warmup < 0 || o.batch < 1 || o.profile_steps < 0) return usage();
+  if (o.steps < 1 || o.warmup < 0 || o.batch < 1 || o.profile_steps < 0 || o.rounds < 1) return usage();
   o.threads = configure_cpu_threads(o.threads);
 
   const nn::ViTConfig v = main_job_vit();
@@ -250,29 +260,60 @@ int main(int argc, char** argv) {
               profile::enabled() ? " (UPCYCLE_PROFILE is set: the timing includes the profiler)" : "");
   std::fflush(stdout);
 
-  const Timing ours = time_steps([&](int i) { return trainer.step(batches[static_cast<std::size_t>(i) % batches.size()]); },
-                                 o.warmup, o.steps);
-  Timing theirs;
-  const bool have_torch = o.torch && run_torch(o, v, theirs);
-
-  const double ours_tps = static_cast<double>(tokens) / ours.median_s;
-  const double theirs_tps = have_torch ? static_cast<double>(tokens) / theirs.median_s : 0.0;
-  std::printf("%-10s %12s %12s %14s %10s %10s\n", "", "step ms", "mean ms", "tokens/s", "loss0", "loss");
-  std::printf("%-10s %12.3f %12.3f %14.0f %10.4f %10.4f\n", "upcycle", ours.median_s * 1e3, ours.mean_s * 1e3,
-              ours_tps, ours.first_loss, ours.last_loss);
-  if (have_torch)
-    std::printf("%-10s %12.3f %12.3f %14.0f %10.4f %10.4f\n", "torch", theirs.median_s * 1e3, theirs.mean_s * 1e3,
-                theirs_tps, theirs.first_loss, theirs.last_loss);
-  if (have_torch) std::printf("ratio upcycle/torch tokens/s: %.3fx\n", ours_tps / theirs_tps);
-  std::fflush(stdout);
-
-  if (!o.json_path.empty()) {
-    std::ofstream json(o.json_path);
-    json << "{\"bench\": \"train_vit_tiny\", \"threads\": " << o.threads << ", \"batch\": " << o.batch
-         << ", \"tokens_per_step\": " << tokens << ", \"upcycle_step_ms\": " << ours.median_s * 1e3
-         << ", \"upcycle_tokens_per_s\": " << ours_tps << ", \"torch_step_ms\": " << theirs.median_s * 1e3
-         << ", \"torch_tokens_per_s\": " << theirs_tps
-         << ", \"ratio\": " << (have_torch ? ours_tps / theirs_tps : 0.0) << "}\n";
+  auto row = [&](const char* name, const Timing& t) {
+    std::printf("%-22s %10.3f %10.3f %12.0f %9.4f %9.4f\n", name, t.median_s * 1e3, t.mean_s * 1e3,
+                static_cast<double>(tokens) / t.median_s, t.first_loss, t.last_loss);
+  };
+  std::vector<double> ratios, ours_ms, theirs_ms;
+  std::ofstream json;
+  if (!o.json_path.empty()) json.open(o.json_path);
+  for (int round = 0; round < o.rounds; ++round) {
+    const Timing ours = time_steps(
+        [&](int i) { return trainer.step(batches[static_cast<std::size_t>(i) % batches.size()]); }, o.warmup, o.steps);
+    Timing torch_default, torch_blas1;
+    const bool have_default = o.torch && run_torch(o, v, "", torch_default);
+    const bool have_blas1 = o.torch && run_torch(o, v, "OPENBLAS_NUM_THREADS=1", torch_blas1);
+    const bool have_torch = have_default || have_blas1;
+    // The faster PyTorch configuration is the one compared against.
+    const Timing& theirs =
+        have_default && (!have_blas1 || torch_default.median_s <= torch_blas1.median_s) ? torch_default : torch_blas1;
+    const double ours_tps = static_cast<double>(tokens) / ours.median_s;
+    const double theirs_tps = have_torch ? static_cast<double>(tokens) / theirs.median_s : 0.0;
+    if (o.rounds > 1) std::printf("round %d of %d\n", round + 1, o.rounds);
+    std::printf("%-22s %10s %10s %12s %9s %9s\n", "", "step ms", "mean ms", "tokens/s", "loss0", "loss");
+    row("upcycle", ours);
+    if (have_default) row("torch", torch_default);
+    if (have_blas1) row("torch (OpenBLAS 1 thr)", torch_blas1);
+    if (have_torch) {
+      std::printf("ratio upcycle/torch tokens/s: %.3fx (against the faster torch run)\n", ours_tps / theirs_tps);
+      ratios.push_back(ours_tps / theirs_tps);
+      theirs_ms.push_back(theirs.median_s * 1e3);
+    }
+    ours_ms.push_back(ours.median_s * 1e3);
+    std::fflush(stdout);
+    if (json) {
+      json << "{\"bench\": \"train_vit_tiny\", \"round\": " << round << ", \"threads\": " << o.threads
+           << ", \"batch\": " << o.batch << ", \"tokens_per_step\": " << tokens
+           << ", \"upcycle_step_ms\": " << ours.median_s * 1e3 << ", \"upcycle_tokens_per_s\": " << ours_tps
+           << ", \"torch_step_ms\": " << (have_torch ? theirs.median_s * 1e3 : 0.0)
+           << ", \"torch_tokens_per_s\": " << theirs_tps
+           << ", \"torch_default_step_ms\": " << (have_default ? torch_default.median_s * 1e3 : 0.0)
+           << ", \"torch_openblas1_step_ms\": " << (have_blas1 ? torch_blas1.median_s * 1e3 : 0.0)
+           << ", \"ratio\": " << (have_torch ? ours_tps / theirs_tps : 0.0) << "}\n";
+    }
+  }
+  if (o.rounds > 1) {
+    auto median = [](std::vector<double> v) {
+      if (v.empty()) return 0.0;
+      std::sort(v.begin(), v.end());
+      return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    std::printf("median over %d rounds: upcycle %.3f ms/step (%.0f tokens/s)", o.rounds, median(ours_ms),
+                static_cast<double>(tokens) / (median(ours_ms) * 1e-3));
+    if (!ratios.empty())
+      std::printf(", torch %.3f ms/step, ratio upcycle/torch %.3fx", median(theirs_ms), median(ratios));
+    std::printf("\n");
+    std::fflush(stdout);
   }
 
   if (o.profile_steps > 0) {

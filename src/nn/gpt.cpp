@@ -14,6 +14,18 @@ TransformerBlockConfig gpt_block(const GPTConfig& c) {
   b.causal = true;
   return b;
 }
+
+// Block i's config: the MoE FFN only for the listed blocks.
+TransformerBlockConfig block_at(const GPTConfig& c, std::int64_t i) {
+  TransformerBlockConfig b = gpt_block(c);
+  bool moe = false;
+  for (std::int64_t m : c.moe_blocks) moe = moe || m == i;
+  if (!moe) {
+    b.moe.reset();
+    b.moe_ep.reset();
+  }
+  return b;
+}
 }  // namespace
 
 GPT::GPT(const GPTConfig& config, RngStream& rng) : ln_f(config.block.d_model, config.block.ln_eps), config_(config) {
@@ -22,7 +34,7 @@ GPT::GPT(const GPTConfig& config, RngStream& rng) : ln_f(config.block.d_model, c
   tok_embed = normal_parameter({config.vocab, d}, config.block.init_std, rng);
   pos_embed = normal_parameter({config.context, d}, config.block.init_std, rng);
   for (std::int64_t i = 0; i < config.depth; ++i)
-    blocks.push_back(std::make_unique<TransformerBlock>(gpt_block(config), rng));
+    blocks.push_back(std::make_unique<TransformerBlock>(block_at(config, i), rng));
   if (!config.tie_embeddings) head = std::make_unique<Linear>(d, config.vocab, rng, false, config.block.init_std);
   register_parameter("tok_embed", tok_embed);
   register_parameter("pos_embed", pos_embed);
@@ -39,6 +51,20 @@ Var GPT::forward(const Tensor& tokens, RngStream* dropout_rng) const {
   for (std::size_t i = 0; i < blocks.size(); ++i) x = blocks[i].forward(x, dropout_rng);
   x = ln_f.forward(x);
   return head ? head->forward(x) : matmul(x, tok_embed, false, true);  // [B, T, V]
+}
+
+std::vector<moe::MoeLayer*> GPT::moe_layers() const {
+  std::vector<moe::MoeLayer*> out;
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    if (blocks[i].moe) out.push_back(blocks[i].moe.get());
+  return out;
+}
+
+std::vector<std::int64_t> GPT::moe_block_indices() const {
+  std::vector<std::int64_t> out;
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    if (blocks[i].moe) out.push_back(static_cast<std::int64_t>(i));
+  return out;
 }
 
 }  // namespace upcycle::nn

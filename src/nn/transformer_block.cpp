@@ -33,14 +33,21 @@ TransformerBlock::TransformerBlock(const TransformerBlockConfig& config, RngStre
     : ln1(config.d_model, config.ln_eps),
       attn(attention_config(config), rng),
       ln2(config.d_model, config.ln_eps),
-      mlp(mlp_config(config), rng),
       config_(config) {
   UPCYCLE_CHECK(config.dropout >= 0.0 && config.dropout < 1.0,
                 "transformer block: dropout must be in [0, 1), got ", config.dropout);
   register_module("ln1", ln1);
   register_module("attn", attn);
   register_module("ln2", ln2);
-  register_module("mlp", mlp);
+  if (config.moe) {
+    UPCYCLE_CHECK(config.moe->d_model == config.d_model, "transformer block: the MoE layer's d_model ",
+                  config.moe->d_model, " differs from the block's ", config.d_model);
+    moe = std::make_unique<moe::MoeLayer>(*config.moe, config.moe_ep, rng);
+    register_module("moe", *moe);
+  } else {
+    mlp = std::make_unique<Mlp>(mlp_config(config), rng);
+    register_module("mlp", *mlp);
+  }
 }
 
 Var TransformerBlock::residual_dropout(const Var& branch, RngStream* rng) const {
@@ -53,7 +60,8 @@ Var TransformerBlock::residual_dropout(const Var& branch, RngStream* rng) const 
 
 Var TransformerBlock::forward(const Var& x, RngStream* dropout_rng) const {
   const Var h = x + residual_dropout(attn.forward(ln1.forward(x)), dropout_rng);
-  return h + residual_dropout(mlp.forward(ln2.forward(h)), dropout_rng);
+  const Var u = ln2.forward(h);
+  return h + residual_dropout(moe ? moe->forward(u) : mlp->forward(u), dropout_rng);
 }
 
 }  // namespace upcycle::nn

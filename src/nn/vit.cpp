@@ -14,6 +14,18 @@ TransformerBlockConfig vit_block(const ViTConfig& c) {
   b.causal = false;
   return b;
 }
+
+// Block i's config: the MoE FFN only for the listed blocks.
+TransformerBlockConfig block_at(const ViTConfig& c, std::int64_t i) {
+  TransformerBlockConfig b = vit_block(c);
+  bool moe = false;
+  for (std::int64_t m : c.moe_blocks) moe = moe || m == i;
+  if (!moe) {
+    b.moe.reset();
+    b.moe_ep.reset();
+  }
+  return b;
+}
 }  // namespace
 
 Tensor patchify(const Tensor& images, std::int64_t p) {
@@ -40,7 +52,7 @@ ViT::ViT(const ViTConfig& config, RngStream& rng)
   cls_token = normal_parameter({d}, config.block.init_std, rng);
   pos_embed = normal_parameter({1 + config.num_patches(), d}, config.block.init_std, rng);
   for (std::int64_t i = 0; i < config.depth; ++i)
-    blocks.push_back(std::make_unique<TransformerBlock>(vit_block(config), rng));
+    blocks.push_back(std::make_unique<TransformerBlock>(block_at(config, i), rng));
   register_module("patch_embed", patch_embed);
   register_parameter("cls_token", cls_token);
   register_parameter("pos_embed", pos_embed);
@@ -66,6 +78,20 @@ Var ViT::forward(const Tensor& images, RngStream* dropout_rng) const {
   for (std::size_t i = 0; i < blocks.size(); ++i) x = blocks[i].forward(x, dropout_rng);
   x = ln_f.forward(config_.mean_pool ? mean(x, 1, true) : slice(x, 1, 0, 1));  // [B, 1, D]
   return head.forward(reshape(x, {images.dim(0), config_.block.d_model}));
+}
+
+std::vector<moe::MoeLayer*> ViT::moe_layers() const {
+  std::vector<moe::MoeLayer*> out;
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    if (blocks[i].moe) out.push_back(blocks[i].moe.get());
+  return out;
+}
+
+std::vector<std::int64_t> ViT::moe_block_indices() const {
+  std::vector<std::int64_t> out;
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    if (blocks[i].moe) out.push_back(static_cast<std::int64_t>(i));
+  return out;
 }
 
 }  // namespace upcycle::nn

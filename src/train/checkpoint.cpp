@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "upcycle/io/hdf5.hpp"
+#include "upcycle/moe/moe_layer.hpp"
 
 namespace upcycle {
 
@@ -49,25 +50,53 @@ Tensor pair_tensor(std::int64_t a, std::int64_t b) { return Tensor::from_vector<
 
 }  // namespace
 
+std::map<std::string, Tensor> gather_expert_tensors(const nn::Module& model, const AdamW* optimizer,
+                                                    Communicator& ep) {
+  std::map<std::string, Tensor> out;
+  auto gather = [&](const std::string& path, const Tensor& local) {
+    const Tensor src = local.to(Device::cpu);
+    Tensor full = Tensor::empty(gathered_shape(src.shape(), ep.size()), src.dtype());
+    ep.all_gather(src, full);
+    out.emplace(path, full);
+  };
+  for (const auto& [name, p] : model.named_parameters())
+    if (moe::MoeLayer::is_expert_parameter(name)) gather("/model/" + name, p.value());
+  if (optimizer)
+    for (const auto& s : optimizer->slots())
+      if (moe::MoeLayer::is_expert_parameter(s.name)) {
+        gather("/optimizer/m/" + s.name, s.m);
+        gather("/optimizer/v/" + s.name, s.v);
+      }
+  return out;
+}
+
 void save_checkpoint(const std::string& path, const Config& cfg, const nn::Module& model, const AdamW* optimizer,
-                     const TrainState& state) {
+                     const TrainState& state, const CheckpointShards* shards) {
+  auto pick = [&](const std::string& dataset, const Tensor& local) -> const Tensor& {
+    if (!shards) return local;
+    const auto it = shards->full.find(dataset);
+    return it == shards->full.end() ? local : it->second;
+  };
   write_atomically(path, [&](h5::File& f) {
     h5::write_attribute(f, "/", "format", std::string(kCheckpointFormat));
     h5::write_attribute(f, "/", "version", kCheckpointVersion);
     h5::write_attribute(f, "/", "stage", state.stage);
     h5::write_attribute(f, "/", "step", state.step);
     h5::write_attribute(f, "/", "config", cfg.to_ini());
-    for (const auto& [name, p] : model.named_parameters()) h5::write_tensor(f, "/model/" + name, p.value());
+    for (const auto& [name, p] : model.named_parameters())
+      h5::write_tensor(f, "/model/" + name, pick("/model/" + name, p.value()));
     if (optimizer) {
       for (const auto& s : optimizer->slots()) {
-        h5::write_tensor(f, "/optimizer/m/" + s.name, s.m);
-        h5::write_tensor(f, "/optimizer/v/" + s.name, s.v);
+        h5::write_tensor(f, "/optimizer/m/" + s.name, pick("/optimizer/m/" + s.name, s.m));
+        h5::write_tensor(f, "/optimizer/v/" + s.name, pick("/optimizer/v/" + s.name, s.v));
       }
       h5::write_attribute(f, "/optimizer", "steps", optimizer->steps_taken());
     }
     h5::write_tensor(f, "/state/rng/dropout", pair_tensor(static_cast<std::int64_t>(state.dropout_rng.seed()),
                                                           static_cast<std::int64_t>(state.dropout_rng.offset())));
     h5::write_tensor(f, "/state/data/cursor", pair_tensor(state.cursor.epoch, state.cursor.position));
+    if (shards)
+      for (const auto& [dataset, t] : shards->extras) h5::write_tensor(f, dataset, t.to(Device::cpu));
   });
 }
 
@@ -89,18 +118,31 @@ std::string checkpoint_config_text(const std::string& path) {
   return h5::read_string_attribute(f, "/", "config");
 }
 
-void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state) {
+void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state,
+                     const CheckpointLoadOptions* options) {
   h5::File f = open_checkpoint(path);
+  const int shard = options ? options->expert_shard : 0, shards = options ? options->expert_shards : 1;
+  UPCYCLE_CHECK(shards >= 1 && shard >= 0 && shard < shards, "load_checkpoint: bad expert shard ", shard, " of ",
+                shards);
+  // An expert tensor is stored as [E, ...]: read it whole and keep this rank's rows.
+  auto read = [&](const std::string& name, const std::string& dataset, DType dtype, const Shape& shape) {
+    if (!moe::MoeLayer::is_expert_parameter(name) || shards == 1) return h5::read_tensor(f, dataset, dtype, shape);
+    std::vector<std::int64_t> dims(shape.begin(), shape.end());
+    const std::int64_t local = dims.at(0);
+    dims[0] = local * shards;
+    const Tensor full = h5::read_tensor(f, dataset, dtype, Shape(dims));
+    return full.rows(shard * local, (shard + 1) * local);
+  };
   // Read everything first, then assign: a failure leaves the model and optimiser untouched.
   std::vector<std::pair<Var, Tensor>> params;
   for (const auto& [name, p] : model.named_parameters())
-    params.emplace_back(p, h5::read_tensor(f, "/model/" + name, p.dtype(), p.shape()));
+    params.emplace_back(p, read(name, "/model/" + name, p.dtype(), p.shape()));
   std::vector<std::pair<Tensor, Tensor>> moments;
   std::int64_t opt_steps = 0;
   if (optimizer) {
     for (const auto& s : optimizer->slots()) {
-      moments.emplace_back(s.m, h5::read_tensor(f, "/optimizer/m/" + s.name, s.m.dtype(), s.m.shape()));
-      moments.emplace_back(s.v, h5::read_tensor(f, "/optimizer/v/" + s.name, s.v.dtype(), s.v.shape()));
+      moments.emplace_back(s.m, read(s.name, "/optimizer/m/" + s.name, s.m.dtype(), s.m.shape()));
+      moments.emplace_back(s.v, read(s.name, "/optimizer/v/" + s.name, s.v.dtype(), s.v.shape()));
     }
     opt_steps = h5::read_int_attribute(f, "/optimizer", "steps");
   }
@@ -113,6 +155,9 @@ void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimize
     const auto cur = h5::read_tensor(f, "/state/data/cursor", DType::i64, {2}).to_vector<std::int64_t>();
     loaded.cursor = {cur[0], cur[1]};
   }
+  if (options)
+    for (const auto& [dataset, dst] : options->optional)
+      if (h5::has_dataset(f, dataset)) moments.emplace_back(dst, h5::read_tensor(f, dataset, dst.dtype(), dst.shape()));
   for (auto& [p, t] : params) {
     Var q = p;
     q.value().copy_from(t.to(q.device()));
@@ -133,9 +178,9 @@ std::string latest_checkpoint_path(const std::string& run_dir) {
 }
 
 void save_run_checkpoint(const std::string& run_dir, std::int64_t keep, const Config& cfg, const nn::Module& model,
-                         const AdamW* optimizer, const TrainState& state) {
+                         const AdamW* optimizer, const TrainState& state, const CheckpointShards* shards) {
   const std::string step_path = step_checkpoint_path(run_dir, state.step);
-  save_checkpoint(step_path, cfg, model, optimizer, state);
+  save_checkpoint(step_path, cfg, model, optimizer, state, shards);
   // latest.h5 is a symlink to the newest step file, replaced by an atomic rename.
   const fs::path latest = latest_checkpoint_path(run_dir);
   const fs::path tmp_link = latest.parent_path() / (".latest.tmp-" + std::to_string(::getpid()));

@@ -6,10 +6,13 @@
 
 namespace upcycle {
 
-GradReducer::GradReducer(std::vector<Var> params, std::shared_ptr<Communicator> comm, std::size_t bucket_bytes)
-    : params_(std::move(params)), comm_(std::move(comm)) {
+GradReducer::GradReducer(std::vector<Var> params, std::shared_ptr<Communicator> comm, std::size_t bucket_bytes,
+                         double divisor)
+    : params_(std::move(params)), comm_(std::move(comm)), divisor_(divisor) {
   UPCYCLE_CHECK(comm_ != nullptr, "GradReducer needs a communicator");
-  if (comm_->size() == 1) return;  // nothing to average
+  UPCYCLE_CHECK(divisor_ >= 0.0, "GradReducer: divisor must be >= 0 (0 = the communicator's size)");
+  if (divisor_ == 0.0) divisor_ = static_cast<double>(comm_->size());
+  if (comm_->size() == 1) return;  // nothing to exchange
   Bucket current;
   std::int64_t filled = 0;
   auto close_bucket = [&] {
@@ -30,8 +33,11 @@ GradReducer::GradReducer(std::vector<Var> params, std::shared_ptr<Communicator> 
 }
 
 void GradReducer::reduce() {
-  if (comm_->size() == 1) return;
-  const double inv = 1.0 / static_cast<double>(comm_->size());
+  const double inv = 1.0 / divisor_;
+  if (comm_->size() == 1) {
+    if (divisor_ != 1.0) scale_grads(params_, inv);
+    return;
+  }
   for (Bucket& b : buckets_) {
     Backend& be = backend_of(b.buffer);
     for (const Entry& e : b.entries) {
@@ -51,7 +57,9 @@ void GradReducer::reduce() {
   }
 }
 
-double grad_norm(const std::vector<Var>& params) {
+double grad_norm(const std::vector<Var>& params) { return std::sqrt(grad_sum_squares(params)); }
+
+double grad_sum_squares(const std::vector<Var>& params) {
   double total = 0.0;
   Tensor s = Tensor::empty({1}, DType::f64);
   for (const Var& p : params) {
@@ -59,7 +67,7 @@ double grad_norm(const std::vector<Var>& params) {
     backend_of(p.grad()).sum_squares(p.grad(), s);
     total += s.to(Device::cpu).data<double>()[0];
   }
-  return std::sqrt(total);
+  return total;
 }
 
 void scale_grads(const std::vector<Var>& params, double scale) {

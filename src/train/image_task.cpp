@@ -17,11 +17,11 @@ constexpr float kPixelStd = 0.3530f;
 
 class ImageClassificationTask final : public Task {
  public:
-  ImageClassificationTask(const Config& cfg, const Communicator& world)
+  ImageClassificationTask(const Config& cfg, const Communicator& world, const TaskOptions& options)
       : train_(load(cfg, "train")),
         test_(load(cfg, "test")),
         rng_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
-        model_(vit_config_from(cfg), rng_),
+        model_(vit_config_from(cfg, options), rng_),
         sampler_(train_.count, cfg.get_int("train.batch_size"), world.rank(), world.size(),
                  static_cast<std::uint64_t>(cfg.get_int("run.seed")), cfg.get_bool("data.shuffle")) {
     const auto& v = model_.config();
@@ -38,6 +38,28 @@ class ImageClassificationTask final : public Task {
 
   Batch next_batch() override { return make_batch(train_, sampler_.next()); }
 
+  std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const override {
+    std::vector<std::pair<std::string, moe::MoeLayer*>> out;
+    const auto layers = model_.moe_layers();
+    const auto index = model_.moe_block_indices();
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      out.emplace_back("blocks/" + nn::index_name(static_cast<std::size_t>(index[i])) + "/moe", layers[i]);
+    return out;
+  }
+
+  // Group-conditioned DPSL on images: G = E groups ("class sets"), image of label y is in group
+  // y mod G, and so are all 1 + N of its tokens (class token and patches, rows b (1 + N) ...).
+  std::int64_t num_token_groups(std::int64_t num_experts) const override { return num_experts; }
+  Tensor token_groups(const Batch& batch, std::int64_t num_groups) const override {
+    const std::int64_t b = batch.targets.dim(0), per = 1 + model_.config().num_patches();
+    Tensor g = Tensor::empty({b * per}, DType::i64);
+    std::int64_t* pg = g.data<std::int64_t>();
+    const std::int64_t* y = batch.targets.data<std::int64_t>();
+    for (std::int64_t r = 0; r < b; ++r)
+      for (std::int64_t j = 0; j < per; ++j) pg[r * per + j] = y[r] % num_groups;
+    return g;
+  }
+
   Var loss(const Batch& batch, RngStream* dropout_rng) override {
     return cross_entropy(model_.forward(batch.inputs, dropout_rng), batch.targets);
   }
@@ -52,6 +74,14 @@ class ImageClassificationTask final : public Task {
     constexpr std::int64_t kChunk = 500;
     double sums[3] = {0, 0, 0};  // correct, loss sum, count
     std::vector<std::int64_t> idx;
+    // An MoE forward is collective over the expert-parallel group: every rank runs the same
+    // number of chunks, a rank without test rows left runs one example and ignores it.
+    const bool moe = !model_.moe_layers().empty();
+    const std::int64_t chunks = moe ? (per + kChunk - 1) / kChunk : 0;
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      if (begin + c * kChunk < end) continue;
+      model_.forward(make_batch(test_, {0}).inputs);
+    }
     for (std::int64_t s = begin; s < end; s += kChunk) {
       idx.clear();
       for (std::int64_t i = s; i < std::min(end, s + kChunk); ++i) idx.push_back(i);
@@ -74,6 +104,7 @@ class ImageClassificationTask final : public Task {
     Tensor t = Tensor::from_vector<double>({sums[0], sums[1], sums[2]}, {3});
     comm.all_reduce(t);
     const auto v = t.to_vector<double>();
+    for (auto* layer : model_.moe_layers()) layer->clear_routing();
     model_.train(was_training);
     return {{"accuracy", v[0] / v[2]}, {"val_loss", v[1] / v[2]}};
   }
@@ -108,8 +139,9 @@ class ImageClassificationTask final : public Task {
 
 }  // namespace
 
-std::unique_ptr<Task> make_image_classification_task(const Config& cfg, const Communicator& world) {
-  return std::make_unique<ImageClassificationTask>(cfg, world);
+std::unique_ptr<Task> make_image_classification_task(const Config& cfg, const Communicator& world,
+                                                     const TaskOptions& options) {
+  return std::make_unique<ImageClassificationTask>(cfg, world, options);
 }
 
 }  // namespace upcycle

@@ -25,7 +25,51 @@ nn::TransformerBlockConfig block_config_from(const Config& cfg) {
   return b;
 }
 
-nn::ViTConfig vit_config_from(const Config& cfg) {
+moe::MoeConfig moe_config_from(const Config& cfg) {
+  const nn::TransformerBlockConfig b = block_config_from(cfg);
+  moe::MoeConfig m;
+  m.d_model = b.d_model;
+  m.d_ff = b.d_ff;
+  m.num_experts = cfg.get_int("moe.num_experts");
+  m.top_k = cfg.get_int("moe.top_k");
+  m.renormalize = cfg.get_bool("moe.renormalize");
+  m.capacity_factor = cfg.get_float("moe.capacity_factor");
+  m.shared_expert = cfg.get_bool("moe.shared_expert");
+  m.activation = b.activation;
+  m.bias = b.bias;
+  m.init_std = b.init_std;
+  m.out_init_std = b.residual_init_std;
+  m.router_std = cfg.get_float("upcycle.router_std");
+  moe::validate(m);
+  return m;
+}
+
+std::vector<std::int64_t> moe_block_indices_from(const Config& cfg) {
+  const std::int64_t depth = cfg.get_int("model.depth");
+  const std::string& mode = cfg.get_string("moe.blocks");
+  std::vector<std::int64_t> out;
+  if (mode == "list") {
+    out = cfg.get_int_list("moe.block_list");
+  } else {
+    for (std::int64_t i = mode == "all" ? 0 : 1; i < depth; i += mode == "all" ? 1 : 2) out.push_back(i);
+  }
+  return out;
+}
+
+namespace {
+void apply_moe(const Config& cfg, const TaskOptions& options, nn::TransformerBlockConfig& block,
+               std::vector<std::int64_t>& blocks) {
+  if (!options.moe) return;
+  block.moe = std::make_shared<const moe::MoeConfig>(moe_config_from(cfg));
+  block.moe_ep = options.expert_parallel;
+  blocks = moe_block_indices_from(cfg);
+  if (blocks.empty())
+    UPCYCLE_USAGE_ERROR("moe.blocks = ", cfg.get_string("moe.blocks"), " selects no block of model.depth = ",
+                        cfg.get_int("model.depth"), ": an MoE model needs at least one MoE block");
+}
+}  // namespace
+
+nn::ViTConfig vit_config_from(const Config& cfg, const TaskOptions& options) {
   nn::ViTConfig v;
   v.image_size = cfg.get_int("model.image_size");
   v.patch_size = cfg.get_int("model.patch_size");
@@ -34,16 +78,18 @@ nn::ViTConfig vit_config_from(const Config& cfg) {
   v.depth = cfg.get_int("model.depth");
   v.mean_pool = cfg.get_string("model.pool") == "mean";
   v.block = block_config_from(cfg);
+  apply_moe(cfg, options, v.block, v.moe_blocks);
   return v;
 }
 
-nn::GPTConfig gpt_config_from(const Config& cfg) {
+nn::GPTConfig gpt_config_from(const Config& cfg, const TaskOptions& options) {
   nn::GPTConfig g;
   g.vocab = cfg.get_int("model.vocab_size");
   g.context = cfg.get_int("model.context");
   g.depth = cfg.get_int("model.depth");
   g.tie_embeddings = cfg.get_bool("model.tie_embeddings");
   g.block = block_config_from(cfg);
+  apply_moe(cfg, options, g.block, g.moe_blocks);
   return g;
 }
 

@@ -1,13 +1,23 @@
 #pragma once
 // Config -> model configs, shared by the tasks (and later by the MoE and upcycling stages).
 #include "upcycle/io/config.hpp"
+#include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/nn/gpt.hpp"
 #include "upcycle/nn/vit.hpp"
+#include "upcycle/train/task.hpp"
 
 namespace upcycle {
 
 nn::TransformerBlockConfig block_config_from(const Config& cfg);
-nn::ViTConfig vit_config_from(const Config& cfg);
-nn::GPTConfig gpt_config_from(const Config& cfg);
+// With options.moe the blocks named by moe.blocks / moe.block_list get the MoE FFN of
+// moe_config_from(cfg), sharded over options.expert_parallel.
+nn::ViTConfig vit_config_from(const Config& cfg, const TaskOptions& options = {});
+nn::GPTConfig gpt_config_from(const Config& cfg, const TaskOptions& options = {});
+
+// [moe] keys -> the MoE layer config (d_ff = model.ffn_width, activation as the dense FFN, expert
+// init as the dense FFN's, router std = upcycle.router_std).
+moe::MoeConfig moe_config_from(const Config& cfg);
+// The 0-based MoE block indices of moe.blocks: every_other = 1, 3, 5, ...; all; list = moe.block_list.
+std::vector<std::int64_t> moe_block_indices_from(const Config& cfg);
 
 }  // namespace upcycle

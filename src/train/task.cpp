@@ -5,7 +5,7 @@
 namespace upcycle {
 
 namespace {
-using TaskFactory = std::unique_ptr<Task> (*)(const Config&, const Communicator&);
+using TaskFactory = std::unique_ptr<Task> (*)(const Config&, const Communicator&, const TaskOptions&);
 
 struct TaskKind {
   const char* model_kind;
@@ -20,14 +20,14 @@ constexpr TaskKind kTasks[] = {
 };
 }  // namespace
 
-std::unique_ptr<Task> make_task(const Config& cfg, const Communicator& world) {
+std::unique_ptr<Task> make_task(const Config& cfg, const Communicator& world, const TaskOptions& options) {
   const std::string& kind = cfg.get_string("model.kind");
   const std::string& dataset = cfg.get_string("data.dataset");
   for (const auto& t : kTasks) {
     if (kind != t.model_kind) continue;
     if (dataset != t.dataset)
       UPCYCLE_USAGE_ERROR("model.kind = ", kind, " trains on data.dataset = ", t.dataset, ", not ", dataset);
-    return t.make(cfg, world);
+    return t.make(cfg, world, options);
   }
   UPCYCLE_USAGE_ERROR("model.kind = ", kind, " has no task");
 }

@@ -7,7 +7,9 @@
 
 namespace upcycle {
 
-std::unique_ptr<Task> make_image_classification_task(const Config& cfg, const Communicator& world);
-std::unique_ptr<Task> make_language_model_task(const Config& cfg, const Communicator& world);
+std::unique_ptr<Task> make_image_classification_task(const Config& cfg, const Communicator& world,
+                                                     const TaskOptions& options);
+std::unique_ptr<Task> make_language_model_task(const Config& cfg, const Communicator& world,
+                                                     const TaskOptions& options);
 
 }  // namespace upcycle

@@ -12,11 +12,11 @@ namespace {
 
 class LanguageModelTask final : public Task {
  public:
-  LanguageModelTask(const Config& cfg, const Communicator& world)
+  LanguageModelTask(const Config& cfg, const Communicator& world, const TaskOptions& options)
       : corpus_(load(cfg)),
         context_(cfg.get_int("model.context")),
         rng_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
-        model_(gpt_config_from(cfg), rng_),
+        model_(gpt_config_from(cfg, options), rng_),
         sampler_(windows(corpus_.train), cfg.get_int("train.batch_size"), world.rank(), world.size(),
                  static_cast<std::uint64_t>(cfg.get_int("run.seed")), cfg.get_bool("data.shuffle")) {
     if (model_.config().vocab < 256)
@@ -28,6 +28,16 @@ class LanguageModelTask final : public Task {
   std::string headline_metric() const override { return "bits_per_byte"; }
 
   Batch next_batch() override { return make_batch(corpus_.train, sampler_.next()); }
+
+  std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const override {
+    std::vector<std::pair<std::string, moe::MoeLayer*>> out;
+    const auto layers = model_.moe_layers();
+    const auto index = model_.moe_block_indices();
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      out.emplace_back("blocks/" + nn::index_name(static_cast<std::size_t>(index[i])) + "/moe", layers[i]);
+    return out;
+  }
+  // Text has one token group (group-conditioned DPSL degenerates to one prior): the defaults.
 
   Var loss(const Batch& batch, RngStream* dropout_rng) override {
     return cross_entropy(model_.forward(batch.inputs, dropout_rng), batch.targets);
@@ -43,6 +53,14 @@ class LanguageModelTask final : public Task {
     constexpr std::int64_t kChunk = 16;
     double sums[2] = {0, 0};  // loss sum over predicted bytes, bytes
     std::vector<std::int64_t> idx;
+    // An MoE forward is collective over the expert-parallel group: every rank runs the same
+    // number of chunks, a rank without windows left runs one and ignores it.
+    const bool moe = !model_.moe_layers().empty();
+    const std::int64_t chunks = moe ? (per + kChunk - 1) / kChunk : 0;
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      if (begin + c * kChunk < end) continue;
+      model_.forward(make_batch(corpus_.val, {0}).inputs);
+    }
     for (std::int64_t s = begin; s < end; s += kChunk) {
       idx.clear();
       for (std::int64_t i = s; i < std::min(end, s + kChunk); ++i) idx.push_back(i);
@@ -54,6 +72,7 @@ class LanguageModelTask final : public Task {
     Tensor t = Tensor::from_vector<double>({sums[0], sums[1]}, {2});
     comm.all_reduce(t);
     const auto v = t.to_vector<double>();
+    for (auto* layer : model_.moe_layers()) layer->clear_routing();
     model_.train(was_training);
     const double loss = v[1] > 0 ? v[0] / v[1] : NAN;
     return {{"val_loss", loss}, {"bits_per_byte", loss / std::log(2.0)}};
@@ -98,8 +117,9 @@ class LanguageModelTask final : public Task {
 
 }  // namespace
 
-std::unique_ptr<Task> make_language_model_task(const Config& cfg, const Communicator& world) {
-  return std::make_unique<LanguageModelTask>(cfg, world);
+std::unique_ptr<Task> make_language_model_task(const Config& cfg, const Communicator& world,
+                                               const TaskOptions& options) {
+  return std::make_unique<LanguageModelTask>(cfg, world, options);
 }
 
 }  // namespace upcycle

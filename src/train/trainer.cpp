@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "upcycle/ops/elementwise.hpp"
+#include "upcycle/ops/shape.hpp"
 #include "upcycle/train/grad_reducer.hpp"
 
 namespace upcycle {
@@ -30,9 +31,34 @@ std::string resolve_resume_path(const Config& cfg) {
 
 Trainer::Trainer(const Config& cfg, std::shared_ptr<Communicator> world, Task& task, std::string stage,
                  std::string run_dir)
-    : cfg_(cfg), world_(std::move(world)), task_(task), stage_(std::move(stage)), run_dir_(std::move(run_dir)) {
+    : Trainer(cfg, ProcessGroups{std::move(world), nullptr, nullptr}, task, std::move(stage), std::move(run_dir)) {}
+
+Trainer::Trainer(const Config& cfg, const ProcessGroups& groups, Task& task, std::string stage, std::string run_dir)
+    : cfg_(cfg), world_(groups.world), groups_(groups), task_(task), stage_(std::move(stage)), run_dir_(std::move(run_dir)) {
+  UPCYCLE_CHECK(world_ != nullptr, "Trainer needs a world communicator");
   const auto named = task_.model().named_parameters();
-  for (const auto& [name, p] : named) params_.push_back(p);
+  for (const auto& [name, p] : named) {
+    params_.push_back(p);
+    (moe::MoeLayer::is_expert_parameter(name) ? experts_ : replicated_).push_back(p);
+  }
+  moe_ = std::make_unique<MoeTraining>(cfg, world_, task_);
+  if (moe_->enabled()) {
+    const auto& layer = *task_.moe_layers().front().second;
+    if (!groups_.expert_parallel) {
+      UPCYCLE_CHECK(layer.ep_size() == 1, "Trainer: the MoE layers are sharded over ", layer.ep_size(),
+                    " ranks: pass the ProcessGroups they were built with");
+      groups_.expert_parallel = layer.ep_communicator();
+      groups_.expert_data_parallel = world_;
+    }
+    UPCYCLE_CHECK(groups_.expert_parallel->size() == layer.ep_size() && groups_.expert_data_parallel != nullptr &&
+                      groups_.expert_parallel->size() * groups_.expert_data_parallel->size() == world_->size(),
+                  "Trainer: inconsistent process groups (EP ", groups_.expert_parallel->size(), ", the layers' EP ",
+                  layer.ep_size(), ", world ", world_->size(), ")");
+  } else {
+    moe_.reset();
+    replicated_ = params_;
+    experts_.clear();
+  }
   AdamWOptions o;
   o.beta1 = cfg.get_float("train.beta1");
   o.beta2 = cfg.get_float("train.beta2");
@@ -48,7 +74,13 @@ Trainer::Trainer(const Config& cfg, std::shared_ptr<Communicator> world, Task& t
 }
 
 void Trainer::resume_from(const std::string& path) {
-  load_checkpoint(path, task_.model(), optimizer_.get(), &state_);
+  CheckpointLoadOptions options;
+  if (moe_) {
+    options.expert_shard = groups_.expert_parallel->rank();
+    options.expert_shards = groups_.expert_parallel->size();
+    options.optional = moe_->state_tensors();
+  }
+  load_checkpoint(path, task_.model(), optimizer_.get(), &state_, &options);
   task_.sampler().restore(state_.cursor);
   // Dropout streams are per rank: keep this rank's seed, continue from the saved offset.
   state_.dropout_rng = RngStream(dropout_stream(cfg_, world_->rank()).seed(), state_.dropout_rng.offset());
@@ -68,15 +100,17 @@ void Trainer::say(const std::string& line) {
 }
 
 void Trainer::log_step(std::int64_t step, double loss, double lr, double gnorm, double tokens_per_s) {
+  JsonObject o;
+  o.add("event", "train")
+      .add("stage", stage_)
+      .add("step", step)
+      .add("loss", loss)
+      .add("lr", lr)
+      .add("grad_norm", gnorm)
+      .add("tokens_per_s", tokens_per_s);
+  if (moe_) moe_->add_metrics(o);  // on every rank: it also resets the loss averages
   if (!is_root(*world_)) return;
-  metrics_.write(JsonObject()
-                     .add("event", "train")
-                     .add("stage", stage_)
-                     .add("step", step)
-                     .add("loss", loss)
-                     .add("lr", lr)
-                     .add("grad_norm", gnorm)
-                     .add("tokens_per_s", tokens_per_s));
+  metrics_.write(o);
 }
 
 std::map<std::string, double> Trainer::evaluate(std::int64_t step) {
@@ -100,12 +134,20 @@ std::map<std::string, double> Trainer::evaluate(std::int64_t step) {
 void Trainer::checkpoint() {
   if (run_dir_.empty()) return;
   state_.cursor = task_.sampler().cursor();
-  // Dense parameters are replicated: rank 0 writes; the barrier keeps ranks from racing ahead to
-  // a resume or a next stage that reads the file.
+  // Replicated parameters are the same everywhere and rank 0 writes them; expert tensors are first
+  // gathered by global expert id over rank 0's expert-parallel group (ranks 0..P-1). The barrier
+  // keeps ranks from racing ahead to a resume or a next stage that reads the file.
+  CheckpointShards shards;
+  if (moe_) {
+    if (groups_.expert_data_parallel->rank() == 0)
+      shards.full = gather_expert_tensors(task_.model(), optimizer_.get(), *groups_.expert_parallel);
+    shards.extras = moe_->state_tensors();
+  }
   if (is_root(*world_)) {
     TrainState s = state_;
     s.dropout_rng = state_.dropout_rng;
-    save_run_checkpoint(run_dir_, cfg_.get_int("checkpoint.keep"), cfg_, task_.model(), optimizer_.get(), s);
+    save_run_checkpoint(run_dir_, cfg_.get_int("checkpoint.keep"), cfg_, task_.model(), optimizer_.get(), s,
+                        moe_ ? &shards : nullptr);
   }
   world_->barrier();
 }
@@ -125,7 +167,21 @@ TrainResult Trainer::run() {
   if (!resume.empty()) resume_from(resume);
   if (is_root(*world_) && cfg_.get_bool("log.progress"))
     progress_ = std::make_unique<Progress>(stage_, total, state_.step);
-  GradReducer reducer(params_, world_, static_cast<std::size_t>(cfg_.get_int("parallel.grad_bucket_mb")) << 20);
+  const std::size_t bucket_bytes = static_cast<std::size_t>(cfg_.get_int("parallel.grad_bucket_mb")) << 20;
+  GradReducer reducer(replicated_, world_, bucket_bytes);
+  // Expert gradients: summed over the expert-data-parallel group, divided by the world size.
+  std::unique_ptr<GradReducer> expert_reducer;
+  if (moe_)
+    expert_reducer = std::make_unique<GradReducer>(experts_, groups_.expert_data_parallel, bucket_bytes,
+                                                   static_cast<double>(world_->size()));
+  // Global gradient norm: replicated gradients once, expert gradients summed over the EP group
+  // (each expert lives on exactly one rank of it).
+  auto global_grad_norm = [&] {
+    if (!moe_) return grad_norm(params_);
+    Tensor sq = Tensor::from_vector<double>({grad_sum_squares(experts_)}, {1});
+    groups_.expert_parallel->all_reduce(sq);
+    return std::sqrt(grad_sum_squares(replicated_) + sq.to_vector<double>()[0]);
+  };
 
   auto lr_at = [&](std::int64_t step) {
     if (schedule == "constant") return lr_max;
@@ -150,25 +206,37 @@ TrainResult Trainer::run() {
     const std::int64_t rows = batch.inputs.dim(0);
     UPCYCLE_CHECK(rows % micro == 0, "the per-rank batch (", rows, ") is not divisible by train.micro_batches (", micro, ")");
     double local_loss = 0;
+    const bool log_now = (step + 1) % log_every == 0 || step + 1 == total;
     for (std::int64_t m = 0; m < micro; ++m) {
       Batch part;
       part.inputs = batch.inputs.rows(m * rows / micro, (m + 1) * rows / micro);
       part.targets = batch.targets.rows(m * rows / micro, (m + 1) * rows / micro);
-      const Var loss = task_.loss(part, &state_.dropout_rng);
-      local_loss += static_cast<double>(loss.value().to(DType::f64).item<double>()) / static_cast<double>(micro);
+      Var loss = task_.loss(part, &state_.dropout_rng);
+      double value = static_cast<double>(loss.value().to(DType::f64).item<double>());
+      if (moe_) {
+        // Router regularisers of every MoE layer (global ones weighted by W for the backward).
+        const MoeTraining::Losses aux = moe_->losses(part);
+        if (aux.backward.defined()) loss = loss + reshape(aux.backward, loss.shape());
+        value += aux.value;
+      }
+      local_loss += value / static_cast<double>(micro);
       mul_scalar(loss, 1.0 / static_cast<double>(micro)).backward();
+      // Routing statistics of the last micro-batch of a logged step.
+      if (moe_) moe_->after_micro_batch(log_now && m + 1 == micro);
     }
     reducer.reduce();
+    if (expert_reducer) expert_reducer->reduce();
     Tensor stats = Tensor::from_vector<double>({local_loss, static_cast<double>(batch.tokens)}, {2});
     world_->all_reduce(stats);
     const auto sv = stats.to_vector<double>();
     const double loss = sv[0] / world_->size();
-    const double gnorm = grad_norm(params_);
+    const double gnorm = global_grad_norm();
     state_.step = step + 1;
     const bool finite = std::isfinite(loss) && std::isfinite(gnorm);
     if (finite) {
       if (clip > 0 && gnorm > clip) scale_grads(params_, clip / gnorm);
       optimizer_->step(lr);
+      if (moe_) moe_->after_step();
       result.losses.push_back(loss);
       window_tokens += sv[1];
       window_loss += loss;
@@ -179,6 +247,7 @@ TrainResult Trainer::run() {
                       stage_, " (loss ", loss, ", gradient norm ", gnorm,
                       "); lower train.lr, or set train.nan_policy = skip to skip such steps");
       ++result.skipped_steps;
+      if (moe_) moe_->after_step(false);
       say("[" + stage_ + "] step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped");
       if (is_root(*world_))
         metrics_.write(JsonObject().add("event", "skipped_step").add("stage", stage_).add("step", step + 1));

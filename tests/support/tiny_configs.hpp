@@ -15,4 +15,13 @@ inline std::string tiny_vit_ini(int steps, const std::string& run_dir = "") {
          "[log]\nprogress = false\nevery = 1\n";
 }
 
+// The tiny ViT above as a randomly initialised MoE (stage moe): block 1 of 2 (every_other) is an
+// MoE block with E = 4 experts of ffn_width 32, top-2; parallel.expert_parallel = ep (0 = auto).
+inline std::string tiny_vit_moe_ini(int steps, const std::string& run_dir = "", int ep = 0) {
+  std::string ini = tiny_vit_ini(steps, run_dir);
+  ini.replace(ini.find("stages = dense"), 14, "stages = moe");
+  return ini + "[moe]\nblocks = every_other\nnum_experts = 4\ntop_k = 2\n[parallel]\nexpert_parallel = " +
+         std::to_string(ep) + "\n";
+}
+
 }  // namespace upcycle::testing

@@ -120,7 +120,7 @@ TEST(NnModules, InitIsDeterministicAndFollowsTheOffsetScheme) {
   for (float v : ba.ln1.beta.value().to_vector<float>()) EXPECT_EQ(v, 0.0f);
 
   // Sample std of the 1024 fc1 weights: its standard error is ~2% of 0.02, so 15% is a safe band.
-  const auto w = ba.mlp.fc1.weight.value().to_vector<float>();
+  const auto w = ba.mlp->fc1.weight.value().to_vector<float>();
   double ss = 0;
   for (float v : w) ss += static_cast<double>(v) * v;
   EXPECT_NEAR(std::sqrt(ss / static_cast<double>(w.size())), 0.02, 0.003);
@@ -129,7 +129,7 @@ TEST(NnModules, InitIsDeterministicAndFollowsTheOffsetScheme) {
 TEST(NnModules, TrainEvalZeroGradAndDtype) {
   RngStream rng(3);
   TransformerBlock block(small_config(), rng);
-  EXPECT_TRUE(block.training() && block.mlp.fc1.training());
+  EXPECT_TRUE(block.training() && block.mlp->fc1.training());
   block.eval();
   EXPECT_FALSE(block.training() || block.attn.qkv.training() || block.ln2.training());
   block.train();
@@ -138,7 +138,7 @@ TEST(NnModules, TrainEvalZeroGradAndDtype) {
   Var x(testing::random_tensor({2, 3, 16}, 5, -1, 1, DType::f32), false);
   Var loss = mean_all(block.forward(x));
   loss.backward();
-  EXPECT_TRUE(block.mlp.fc2.bias.grad().defined());
+  EXPECT_TRUE(block.mlp->fc2.bias.grad().defined());
   block.zero_grad();
   for (const Var& p : block.parameters()) {
     if (!p.grad().defined()) continue;

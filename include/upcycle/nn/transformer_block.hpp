@@ -1,5 +1,9 @@
 #pragma once
+#include <memory>
+
 #include "upcycle/core/rng.hpp"
+#include "upcycle/dist/communicator.hpp"
+#include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/nn/attention.hpp"
 #include "upcycle/nn/layer_norm.hpp"
 #include "upcycle/nn/mlp.hpp"
@@ -19,10 +23,16 @@ struct TransformerBlockConfig {
   double residual_init_std = 0.02;
   // Dropout on each residual branch's output while training (0 = off).
   double dropout = 0.0;
+  // Mixture-of-Experts FFN: when set, the block registers a moe::MoeLayer under "moe" in place of
+  // the dense Mlp under "mlp" (its d_model must equal d_model). moe_ep is the expert-parallel
+  // communicator the layer shards its experts over (null = this process alone).
+  std::shared_ptr<const moe::MoeConfig> moe;
+  std::shared_ptr<Communicator> moe_ep;
 };
 
-// Pre-LN block: h = x + attn(ln1(x)); y = h + mlp(ln2(h)).
-// Parameters: "ln1/...", "attn/qkv/...", "attn/out/...", "ln2/...", "mlp/fc1/...", "mlp/fc2/...".
+// Pre-LN block: h = x + attn(ln1(x)); y = h + ffn(ln2(h)), ffn = the dense Mlp or the MoE layer.
+// Parameters: "ln1/...", "attn/qkv/...", "attn/out/...", "ln2/...", then either "mlp/fc1/...",
+// "mlp/fc2/..." (dense) or "moe/router/weight", "moe/experts/w1", ... (MoE, see moe_layer.hpp).
 class TransformerBlock : public Module {
  public:
   TransformerBlock(const TransformerBlockConfig& config, RngStream& rng);
@@ -33,7 +43,9 @@ class TransformerBlock : public Module {
   LayerNorm ln1;
   MultiHeadAttention attn;
   LayerNorm ln2;
-  Mlp mlp;
+  std::unique_ptr<Mlp> mlp;              // dense FFN (null in an MoE block)
+  std::unique_ptr<moe::MoeLayer> moe;    // MoE FFN (null in a dense block)
+  bool is_moe() const { return moe != nullptr; }
 
  private:
   Var residual_dropout(const Var& branch, RngStream* rng) const;

@@ -6,13 +6,25 @@
 //   /optimizer              attribute steps
 //   /state/rng/dropout      [seed, offset] (i64)
 //   /state/data/cursor      [epoch, position] (i64)
+//   /state/moe/<block>/aux_free_bias   [E] f32, per MoE block with the aux-free bias on
+//                                       (e.g. /state/moe/blocks/03/aux_free_bias)
+// Expert parameters (moe::MoeLayer::is_expert_parameter: a path component "experts") and their
+// AdamW moments are stored by global expert id as [E, ...], whatever the expert-parallel size P
+// of the run that wrote them: the ranks all-gather them over the EP group
+// (gather_expert_tensors) and rank 0 writes; a loader with EP rank p of P keeps rows
+// [p E/P, (p+1) E/P). So a run saved with P = 4 resumes with P = 2 or 1. Replicated tensors are
+// written as they are (identical on every rank).
 // Files are written atomically: a temporary file in the same directory, flushed and fsynced, then
 // renamed over the target, so a crash or kill never leaves a half-written checkpoint under its
 // final name.
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "upcycle/core/rng.hpp"
 #include "upcycle/data/sampler.hpp"
+#include "upcycle/dist/communicator.hpp"
 #include "upcycle/io/config.hpp"
 #include "upcycle/nn/module.hpp"
 #include "upcycle/train/optimizer.hpp"
@@ -29,14 +41,38 @@ struct TrainState {
   ShardedSampler::Cursor cursor;
 };
 
+// What a sharded (MoE) run writes besides the local tensors.
+struct CheckpointShards {
+  // Dataset path ("/model/<name>", "/optimizer/m/<name>", ...) -> the tensor written in place of
+  // this rank's local one: the gathered [E, ...] expert tensors.
+  std::map<std::string, Tensor> full;
+  // Extra datasets (path, tensor) written as they are, e.g. the aux-free biases.
+  std::vector<std::pair<std::string, Tensor>> extras;
+};
+
+// Collective over `ep` (every rank of the EP group calls it): the [E, ...] tensors of every expert
+// parameter of `model` and of its AdamW moments, gathered in global expert order and keyed by
+// their dataset paths. With ep of size 1 the local tensors themselves.
+std::map<std::string, Tensor> gather_expert_tensors(const nn::Module& model, const AdamW* optimizer, Communicator& ep);
+
 // Writes the checkpoint at `path` atomically (call on one rank).
 void save_checkpoint(const std::string& path, const Config& cfg, const nn::Module& model, const AdamW* optimizer,
-                     const TrainState& state);
+                     const TrainState& state, const CheckpointShards* shards = nullptr);
+
+struct CheckpointLoadOptions {
+  // This rank's expert shard: expert tensors are read as [E, ...] = [shards * local, ...] and rows
+  // [shard * local, (shard + 1) * local) are kept (local = the model's dim 0).
+  int expert_shard = 0, expert_shards = 1;
+  // Tensors filled from these datasets when the file has them (left as they are otherwise), e.g.
+  // the aux-free biases; shapes must match.
+  std::vector<std::pair<std::string, Tensor>> optional;
+};
 
 // Reads a checkpoint into `model` (shapes must match the model built from the config), and into
 // `optimizer` and `state` when given. Throws Error naming the file and the dataset for a missing,
 // truncated, foreign or mismatched file; nothing is modified unless every tensor was read.
-void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state);
+void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state,
+                     const CheckpointLoadOptions* options = nullptr);
 
 // The INI text of the config a checkpoint was written with.
 std::string checkpoint_config_text(const std::string& path);
@@ -48,6 +84,6 @@ std::string latest_checkpoint_path(const std::string& run_dir);
 // Saves step-NNNNNNN.h5, points latest.h5 at it (atomically) and removes all but the newest
 // `keep` step files (keep = 0 keeps all).
 void save_run_checkpoint(const std::string& run_dir, std::int64_t keep, const Config& cfg, const nn::Module& model,
-                         const AdamW* optimizer, const TrainState& state);
+                         const AdamW* optimizer, const TrainState& state, const CheckpointShards* shards = nullptr);
 
 }  // namespace upcycle

@@ -11,10 +11,16 @@
 
 namespace upcycle {
 
+// With a divisor (> 0) the reduced gradient is the SUM over the communicator's ranks divided by
+// `divisor` instead of by the communicator's size: expert parameters are summed over the
+// expert-data-parallel group and divided by the world size (moe_layer.hpp), since a rank's expert
+// gradient already holds the tokens of its whole expert-parallel group.
 class GradReducer {
  public:
-  GradReducer(std::vector<Var> params, std::shared_ptr<Communicator> comm, std::size_t bucket_bytes);
-  // Averages every parameter's gradient over the communicator's ranks (collective).
+  GradReducer(std::vector<Var> params, std::shared_ptr<Communicator> comm, std::size_t bucket_bytes,
+              double divisor = 0.0);
+  // Averages (or sums and divides) every parameter's gradient over the communicator's ranks
+  // (collective).
   void reduce();
   std::size_t num_buckets() const { return buckets_.size(); }
 
@@ -29,11 +35,14 @@ class GradReducer {
   };
   std::vector<Var> params_;
   std::shared_ptr<Communicator> comm_;
+  double divisor_;
   std::vector<Bucket> buckets_;
 };
 
 // Global L2 norm of the gradients (already reduced, hence equal on every rank).
 double grad_norm(const std::vector<Var>& params);
+// Sum of squares of the gradients (no square root), to combine replicated and sharded groups.
+double grad_sum_squares(const std::vector<Var>& params);
 // Scales every gradient by `scale` in place (clipping).
 void scale_grads(const std::vector<Var>& params, double scale);
 // Whether every gradient value is finite.

@@ -12,6 +12,7 @@
 #include "upcycle/data/sampler.hpp"
 #include "upcycle/dist/communicator.hpp"
 #include "upcycle/io/config.hpp"
+#include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/nn/module.hpp"
 
 namespace upcycle {
@@ -36,9 +37,26 @@ class Task {
   virtual ShardedSampler& sampler() = 0;
   // Name of the headline evaluation metric (for the progress line and the report).
   virtual std::string headline_metric() const = 0;
+
+  // --- Mixture-of-Experts models (empty / defaults for a dense model) ---
+  // The MoE layers with their module names ("blocks/03/moe"), in block order.
+  virtual std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const { return {}; }
+  // Group-conditioned DPSL: the number of token groups G given E experts, and the group id of
+  // every token the MoE layers route for `batch` (i64 [T] in the layers' row order), or an
+  // undefined tensor when every token is in group 0 (G must then be 1).
+  virtual std::int64_t num_token_groups(std::int64_t /*num_experts*/) const { return 1; }
+  virtual Tensor token_groups(const Batch& /*batch*/, std::int64_t /*num_groups*/) const { return Tensor(); }
+};
+
+// How a task builds its model.
+struct TaskOptions {
+  // Build the MoE model: the blocks of moe.blocks get an moe::MoeLayer (moe_config_from), with
+  // experts sharded over expert_parallel (null = this process holds all experts).
+  bool moe = false;
+  std::shared_ptr<Communicator> expert_parallel;
 };
 
 // Builds the task of cfg's model.kind on this rank. Data problems throw naming the file.
-std::unique_ptr<Task> make_task(const Config& cfg, const Communicator& world);
+std::unique_ptr<Task> make_task(const Config& cfg, const Communicator& world, const TaskOptions& options = {});
 
 }  // namespace upcycle

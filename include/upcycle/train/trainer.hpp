@@ -11,6 +11,7 @@
 #include "upcycle/io/config.hpp"
 #include "upcycle/io/metrics.hpp"
 #include "upcycle/train/checkpoint.hpp"
+#include "upcycle/train/moe_training.hpp"
 #include "upcycle/train/task.hpp"
 
 namespace upcycle {
@@ -26,6 +27,11 @@ class Trainer {
  public:
   // `run_dir` empty: no files are written (tests).
   Trainer(const Config& cfg, std::shared_ptr<Communicator> world, Task& task, std::string stage, std::string run_dir);
+  // An MoE task (Task::moe_layers non-empty) built with groups.expert_parallel: expert gradients
+  // are summed over groups.expert_data_parallel and divided by the world size, replicated ones
+  // averaged over the world; the global gradient norm counts every expert once; checkpoints store
+  // experts by global id. Without an expert_parallel group the layers must hold all experts (P = 1).
+  Trainer(const Config& cfg, const ProcessGroups& groups, Task& task, std::string stage, std::string run_dir);
   // Trains until train.steps, resuming first when checkpoint.resume is set.
   TrainResult run();
   AdamW& optimizer() { return *optimizer_; }
@@ -39,9 +45,12 @@ class Trainer {
 
   const Config& cfg_;
   std::shared_ptr<Communicator> world_;
+  ProcessGroups groups_;  // expert_parallel / expert_data_parallel set for an MoE model
   Task& task_;
   std::string stage_, run_dir_;
   std::vector<Var> params_;
+  std::vector<Var> replicated_, experts_;  // params_ split by MoeLayer::is_expert_parameter
+  std::unique_ptr<MoeTraining> moe_;
   std::unique_ptr<AdamW> optimizer_;
   TrainState state_;
   MetricsWriter metrics_;

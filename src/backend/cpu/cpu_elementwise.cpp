@@ -5,6 +5,7 @@
 
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -14,13 +15,19 @@ constexpr double kSqrt2OverPi = 0.7978845608028654;
 constexpr double kInvSqrt2 = 0.7071067811865476;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;
 
+// Elements per parallel chunk at least (below two chunks a loop runs on the calling thread).
+constexpr std::int64_t kGrain = 16384;
+using cpu::parallel_for;
+
 template <class T, class F>
 void map1(const Tensor& x, Tensor& y, F f) {
   const T* in = x.data<T>();
   T* out = y.data<T>();
   const std::int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = f(in[i]);
+  parallel_for(n, kGrain, [&](std::int64_t b, std::int64_t e) {
+#pragma omp simd
+    for (std::int64_t i = b; i < e; ++i) out[i] = f(in[i]);
+  });
 }
 
 // gx = gy * d(x, y). Each derivative reads only one of x and y; the other may be undefined and
@@ -33,8 +40,10 @@ void map_grad(const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx, F 
   const T* py = y.defined() ? y.data<T>() : pg;
   T* out = gx.data<T>();
   const std::int64_t n = gy.numel();
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = pg[i] * d(px[i], py[i]);
+  parallel_for(n, kGrain, [&](std::int64_t b, std::int64_t e) {
+#pragma omp simd
+    for (std::int64_t i = b; i < e; ++i) out[i] = pg[i] * d(px[i], py[i]);
+  });
 }
 
 // f32 paths of the exp-based ops through the vectorisable cpu_math functions (libm's float exp
@@ -147,24 +156,27 @@ void map2(const Tensor& a, const Tensor& b, Tensor& out, F f) {
   T* po = out.data<T>();
   const std::int64_t na = a.numel(), nb = b.numel(), n = out.numel();
   if (na == nb) {
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (std::int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
+    parallel_for(n, kGrain, [&](std::int64_t b, std::int64_t e) {
+#pragma omp simd
+      for (std::int64_t i = b; i < e; ++i) po[i] = f(pa[i], pb[i]);
+    });
     return;
   }
   const bool a_small = na < nb;
   const std::int64_t inner = a_small ? na : nb;
   const std::int64_t outer = inner == 0 ? 0 : n / inner;
-#pragma omp parallel for schedule(static) if (n > 32768)
-  for (std::int64_t o = 0; o < outer; ++o) {
-    const std::int64_t base = o * inner;
-    if (a_small) {
+  parallel_for(outer, (kGrain + inner - 1) / inner, [&](std::int64_t ob, std::int64_t oe) {
+    for (std::int64_t o = ob; o < oe; ++o) {
+      const std::int64_t base = o * inner;
+      if (a_small) {
 #pragma omp simd
-      for (std::int64_t i = 0; i < inner; ++i) po[base + i] = f(pa[i], pb[base + i]);
-    } else {
+        for (std::int64_t i = 0; i < inner; ++i) po[base + i] = f(pa[i], pb[base + i]);
+      } else {
 #pragma omp simd
-      for (std::int64_t i = 0; i < inner; ++i) po[base + i] = f(pa[base + i], pb[i]);
+        for (std::int64_t i = 0; i < inner; ++i) po[base + i] = f(pa[base + i], pb[i]);
+      }
     }
-  }
+  });
 }
 
 template <class T>
@@ -227,8 +239,10 @@ void CpuBackend::axpy(double alpha, const Tensor& x, Tensor& y) {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const std::int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (std::int64_t i = 0; i < n; ++i) py[i] += a * px[i];
+    parallel_for(n, kGrain, [&](std::int64_t b, std::int64_t e) {
+#pragma omp simd
+      for (std::int64_t i = b; i < e; ++i) py[i] += a * px[i];
+    });
   });
 }
 

@@ -1,18 +1,18 @@
 // Every matrix product on the CPU goes through OpenBLAS. Batches with a broadcast (stride 0)
 // operand are folded into one large GEMM when the layout allows it.
 //
-// Threading: the backend's OpenMP threads are the only pool. OpenBLAS runs single-threaded
-// (its own pthread pool would otherwise spin next to OpenMP's after every parallel loop and the
-// two pools oversubscribe the cores), and the products are split here: one large product into
-// blocks of C rows (or columns) with one OpenBLAS call per thread, a batch of small products over
-// the batch. C is never split along k, so every element of C is one single-threaded dot product
-// over the whole k whatever the thread count: the results do not depend on it.
+// Threading: the kernels' parallel loop (cpu_parallel.hpp) is the only pool. OpenBLAS runs
+// single-threaded (its own pthread pool would otherwise spin next to ours after every loop and
+// the two pools oversubscribe the cores), and the products are split here: one large product
+// into blocks of C rows (or columns) with one OpenBLAS call per block, a batch of small products
+// over the batch. C is never split along k, so every element of C is one single-threaded dot
+// product over the whole k whatever the thread count: the results do not depend on it.
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 
 extern "C" void openblas_set_num_threads(int);
 extern "C" int openblas_get_num_threads(void);
@@ -47,7 +47,7 @@ void keep_blas_single_threaded() {
 template <class T>
 void gemm_split(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const T* a, int lda,
                 const T* b, int ldb, double beta, T* c, int ldc) {
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int threads = cpu::in_parallel_loop() ? 1 : cpu::loop_threads();
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const bool by_rows = m >= n;
   const std::int64_t len = by_rows ? m : n;
@@ -62,22 +62,23 @@ void gemm_split(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k
               ldc);
     return;
   }
-#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(parts))
-  for (std::int64_t p = 0; p < parts; ++p) {
-    const std::int64_t lo = p * block, hi = std::min(len, lo + block);
-    if (lo >= hi) continue;
-    if (by_rows) {
-      // Rows lo..hi of op(A): rows of A, or columns of A when it is transposed.
-      const T* ap = ta ? a + lo : a + lo * lda;
-      gemm_call(ta, tb, static_cast<int>(hi - lo), static_cast<int>(n), static_cast<int>(k), alpha, ap, lda, b, ldb,
-                beta, c + lo * ldc, ldc);
-    } else {
-      // Columns lo..hi of op(B): columns of B, or rows of B when it is transposed.
-      const T* bp = tb ? b + lo * ldb : b + lo;
-      gemm_call(ta, tb, static_cast<int>(m), static_cast<int>(hi - lo), static_cast<int>(k), alpha, a, lda, bp, ldb,
-                beta, c + lo, ldc);
+  cpu::parallel_for(parts, 1, [&](std::int64_t p0, std::int64_t p1) {
+    for (std::int64_t p = p0; p < p1; ++p) {
+      const std::int64_t lo = p * block, hi = std::min(len, lo + block);
+      if (lo >= hi) continue;
+      if (by_rows) {
+        // Rows lo..hi of op(A): rows of A, or columns of A when it is transposed.
+        const T* ap = ta ? a + lo : a + lo * lda;
+        gemm_call(ta, tb, static_cast<int>(hi - lo), static_cast<int>(n), static_cast<int>(k), alpha, ap, lda, b,
+                  ldb, beta, c + lo * ldc, ldc);
+      } else {
+        // Columns lo..hi of op(B): columns of B, or rows of B when it is transposed.
+        const T* bp = tb ? b + lo * ldb : b + lo;
+        gemm_call(ta, tb, static_cast<int>(m), static_cast<int>(hi - lo), static_cast<int>(k), alpha, a, lda, bp,
+                  ldb, beta, c + lo, ldc);
+      }
     }
-  }
+  });
 }
 
 template <class T>
@@ -101,15 +102,16 @@ void gemm_typed(const GemmDesc& d, const Tensor& a, const Tensor& b, Tensor& c) 
                     d.beta, pc + i * d.stride_c, ldc);
     return;
   }
-  // A batch of independent products: one whole product per task.
-  const double flops = 2.0 * static_cast<double>(d.batch) * static_cast<double>(d.m) * static_cast<double>(d.n) *
-                       static_cast<double>(d.k);
-  const bool disjoint = d.stride_c >= d.m * d.n;  // tasks must not write the same C elements
-  const bool parallel = disjoint && !omp_in_parallel() && omp_get_max_threads() > 1 && flops >= kParallelFlops;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (std::int64_t i = 0; i < d.batch; ++i)
-    gemm_call(d.trans_a, d.trans_b, static_cast<int>(d.m), static_cast<int>(d.n), static_cast<int>(d.k), d.alpha,
-              pa + i * d.stride_a, lda, pb + i * d.stride_b, ldb, d.beta, pc + i * d.stride_c, ldc);
+  // A batch of independent products: whole products per chunk, at least kParallelFlops / 2 each.
+  const double flops = 2.0 * static_cast<double>(d.m) * static_cast<double>(d.n) * static_cast<double>(d.k);
+  const bool disjoint = d.stride_c >= d.m * d.n;  // chunks must not write the same C elements
+  const std::int64_t grain = disjoint ? std::max<std::int64_t>(1, static_cast<std::int64_t>(kParallelFlops / 2 / flops))
+                                      : d.batch;
+  cpu::parallel_for(d.batch, grain, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i)
+      gemm_call(d.trans_a, d.trans_b, static_cast<int>(d.m), static_cast<int>(d.n), static_cast<int>(d.k), d.alpha,
+                pa + i * d.stride_a, lda, pb + i * d.stride_b, ldb, d.beta, pc + i * d.stride_c, ldc);
+  });
 }
 }  // namespace
 

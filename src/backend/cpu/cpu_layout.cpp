@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -104,17 +105,19 @@ void permute_rows(const CoalescedPerm& c, const W* in, W* out, std::int64_t nume
   const std::int64_t tasks = numel / (inner * rows);
   int dims[Shape::kMaxDims] = {};
   for (int i = 0; i < n - 2; ++i) dims[i] = i;
-#pragma omp parallel for schedule(static) if (numel > 32768)
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    std::int64_t in_off, out_off;
-    offsets_of(c, dims, n - 2, t, in_off, out_off);
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const W* src = in + in_off + r * row_stride;
-      W* dst = out + out_off + r * inner;
+  const std::int64_t per_task = inner * rows;
+  cpu::parallel_for(tasks, (16384 + per_task - 1) / per_task, [&](std::int64_t t0, std::int64_t t1) {
+    for (std::int64_t t = t0; t < t1; ++t) {
+      std::int64_t in_off, out_off;
+      offsets_of(c, dims, n - 2, t, in_off, out_off);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const W* src = in + in_off + r * row_stride;
+        W* dst = out + out_off + r * inner;
 #pragma omp simd
-      for (std::int64_t i = 0; i < inner; ++i) dst[i] = src[i];
+        for (std::int64_t i = 0; i < inner; ++i) dst[i] = src[i];
+      }
     }
-  }
+  });
 }
 
 // The last output dim is strided in the input: a batch of 2-D transposes between output dims
@@ -134,19 +137,21 @@ void permute_tiled(const CoalescedPerm& c, const W* in, W* out, std::int64_t num
     if (i != a) dims[nd++] = i;
   const std::int64_t batch = numel / (na * nb);
   const std::int64_t tasks = batch * tiles_a * tiles_b;
-#pragma omp parallel for schedule(static) if (numel > 32768)
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    const std::int64_t tb = t % tiles_b, ta = (t / tiles_b) % tiles_a, bt = t / (tiles_b * tiles_a);
-    std::int64_t in_off, out_off;
-    offsets_of(c, dims, nd, bt, in_off, out_off);
-    const std::int64_t a0 = ta * kTile, a1 = std::min(na, a0 + kTile);
-    const std::int64_t b0 = tb * kTile, b1 = std::min(nb, b0 + kTile);
-    for (std::int64_t i = a0; i < a1; ++i) {
-      const W* src = in + in_off + i;
-      W* dst = out + out_off + i * out_stride_a;
-      for (std::int64_t j = b0; j < b1; ++j) dst[j] = src[j * in_stride_b];
+  const std::int64_t per_task = numel / tasks;  // elements per tile, on average
+  cpu::parallel_for(tasks, (16384 + per_task - 1) / per_task, [&](std::int64_t t0, std::int64_t t1) {
+    for (std::int64_t t = t0; t < t1; ++t) {
+      const std::int64_t tb = t % tiles_b, ta = (t / tiles_b) % tiles_a, bt = t / (tiles_b * tiles_a);
+      std::int64_t in_off, out_off;
+      offsets_of(c, dims, nd, bt, in_off, out_off);
+      const std::int64_t a0 = ta * kTile, a1 = std::min(na, a0 + kTile);
+      const std::int64_t b0 = tb * kTile, b1 = std::min(nb, b0 + kTile);
+      for (std::int64_t i = a0; i < a1; ++i) {
+        const W* src = in + in_off + i;
+        W* dst = out + out_off + i * out_stride_a;
+        for (std::int64_t j = b0; j < b1; ++j) dst[j] = src[j * in_stride_b];
+      }
     }
-  }
+  });
 }
 
 }  // namespace
@@ -200,12 +205,15 @@ void CpuBackend::copy_axis(const Tensor& src, std::int64_t src_axis, std::int64_
   const std::int64_t src_base = src_off * inner, src_step = src_axis * inner;
   const std::int64_t dst_base = dst_off * inner, dst_step = dst_axis * inner;
   auto launch = [&](auto* in, auto* out, auto body) {
-#pragma omp parallel for collapse(2) schedule(static) if (outer * run > 32768)
-    for (std::int64_t o = 0; o < outer; ++o)
-      for (std::int64_t ch = 0; ch < chunks; ++ch) {
+    // Tasks are (outer index, chunk of its run) pairs.
+    const std::int64_t per_task = std::min(run, kChunk);
+    cpu::parallel_for(outer * chunks, (16384 + per_task - 1) / per_task, [&](std::int64_t t0, std::int64_t t1) {
+      for (std::int64_t t = t0; t < t1; ++t) {
+        const std::int64_t o = t / chunks, ch = t % chunks;
         const std::int64_t b = ch * kChunk, e = std::min(run, b + kChunk);
         body(in + o * src_step + src_base, out + o * dst_step + dst_base, b, e);
       }
+    });
   };
   if (accumulate) {
     dispatch_floating(src.dtype(), "copy_axis (accumulate)", [&](auto t) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -121,8 +122,9 @@ void fill_typed(Tensor& out, double value) {
   T* p = out.data<T>();
   const T v = static_cast<T>(value);
   const std::int64_t n = out.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (std::int64_t i = 0; i < n; ++i) p[i] = v;
+  cpu::parallel_for(n, 32768, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) p[i] = v;
+  });
 }
 
 template <class F>

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -51,23 +52,27 @@ void rows_with_column_sums(std::int64_t rows, std::int64_t dim, T* out_a, T* out
   const std::int64_t chunks = std::min(rows, kColumnChunks);
   const auto chunk_size = static_cast<std::size_t>(chunks * dim);
   std::vector<double> acc_a(out_a ? chunk_size : 0), acc_b(out_b ? chunk_size : 0);
-#pragma omp parallel for schedule(static) if (rows * dim > 32768)
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    double* a = out_a ? acc_a.data() + c * dim : nullptr;
-    double* b = out_b ? acc_b.data() + c * dim : nullptr;
-    for (std::int64_t r = c * rows / chunks; r < (c + 1) * rows / chunks; ++r) row_fn(r, a, b);
-  }
-  if (!out_a && !out_b) return;
-#pragma omp parallel for schedule(static) if (chunks * dim > 32768)
-  for (std::int64_t j = 0; j < dim; ++j) {
-    double sa = 0.0, sb = 0.0;
-    for (std::int64_t c = 0; c < chunks; ++c) {
-      if (out_a) sa += acc_a[static_cast<std::size_t>(c * dim + j)];
-      if (out_b) sb += acc_b[static_cast<std::size_t>(c * dim + j)];
+  // The chunks are fixed (kColumnChunks); the grain only decides whether to split them at all.
+  const std::int64_t per_chunk = std::max<std::int64_t>(1, rows * dim / chunks);
+  cpu::parallel_for(chunks, (16384 + per_chunk - 1) / per_chunk, [&](std::int64_t c_begin, std::int64_t c_end) {
+    for (std::int64_t c = c_begin; c < c_end; ++c) {
+      double* a = out_a ? acc_a.data() + c * dim : nullptr;
+      double* b = out_b ? acc_b.data() + c * dim : nullptr;
+      for (std::int64_t r = c * rows / chunks; r < (c + 1) * rows / chunks; ++r) row_fn(r, a, b);
     }
-    if (out_a) out_a[j] = static_cast<T>(sa);
-    if (out_b) out_b[j] = static_cast<T>(sb);
-  }
+  });
+  if (!out_a && !out_b) return;
+  cpu::parallel_for(dim, (16384 + chunks - 1) / chunks, [&](std::int64_t j_begin, std::int64_t j_end) {
+    for (std::int64_t j = j_begin; j < j_end; ++j) {
+      double sa = 0.0, sb = 0.0;
+      for (std::int64_t c = 0; c < chunks; ++c) {
+        if (out_a) sa += acc_a[static_cast<std::size_t>(c * dim + j)];
+        if (out_b) sb += acc_b[static_cast<std::size_t>(c * dim + j)];
+      }
+      if (out_a) out_a[j] = static_cast<T>(sa);
+      if (out_b) out_b[j] = static_cast<T>(sb);
+    }
+  });
 }
 
 template <class T>
@@ -84,29 +89,30 @@ void layernorm_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, d
   T* py = y.data<T>();
   T* pm = mean.data<T>();
   T* pr = rstd.data<T>();
-#pragma omp parallel for schedule(static) if (rows * dim > 32768)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = px + r * dim;
-    T* yr = py + r * dim;
-    double sum = 0.0;
+  cpu::parallel_for(rows, (16384 + dim - 1) / dim, [&](std::int64_t r_begin, std::int64_t r_end) {
+    for (std::int64_t r = r_begin; r < r_end; ++r) {
+      const T* xr = px + r * dim;
+      T* yr = py + r * dim;
+      double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-    for (std::int64_t j = 0; j < dim; ++j) sum += static_cast<double>(xr[j]);
-    const double mu = sum / static_cast<double>(dim);
-    double sq = 0.0;
+      for (std::int64_t j = 0; j < dim; ++j) sum += static_cast<double>(xr[j]);
+      const double mu = sum / static_cast<double>(dim);
+      double sq = 0.0;
 #pragma omp simd reduction(+ : sq)
-    for (std::int64_t j = 0; j < dim; ++j) {
-      const double d = static_cast<double>(xr[j]) - mu;
-      sq += d * d;
-    }
-    const double rs = 1.0 / std::sqrt(sq / static_cast<double>(dim) + eps);
-    // The output uses the stored (T-rounded) statistics, the same ones backward reads.
-    const T m = static_cast<T>(mu), k = static_cast<T>(rs);
-    pm[r] = m;
-    pr[r] = k;
+      for (std::int64_t j = 0; j < dim; ++j) {
+        const double d = static_cast<double>(xr[j]) - mu;
+        sq += d * d;
+      }
+      const double rs = 1.0 / std::sqrt(sq / static_cast<double>(dim) + eps);
+      // The output uses the stored (T-rounded) statistics, the same ones backward reads.
+      const T m = static_cast<T>(mu), k = static_cast<T>(rs);
+      pm[r] = m;
+      pr[r] = k;
 #pragma omp simd
-    for (std::int64_t j = 0; j < dim; ++j)
-      yr[j] = (xr[j] - m) * k * pg[j] + pb[j];
-  }
+      for (std::int64_t j = 0; j < dim; ++j)
+        yr[j] = (xr[j] - m) * k * pg[j] + pb[j];
+    }
+  });
 }
 
 // With xhat = (x - mean) rstd and g = gy * gamma:
@@ -170,18 +176,19 @@ void rmsnorm_typed(const Tensor& x, const Tensor& gamma, double eps, Tensor& y, 
   const T* pg = gamma.defined() ? gamma.data<T>() : ones.data();
   T* py = y.data<T>();
   T* pr = rstd.data<T>();
-#pragma omp parallel for schedule(static) if (rows * dim > 32768)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = px + r * dim;
-    T* yr = py + r * dim;
-    double sq = 0.0;
+  cpu::parallel_for(rows, (16384 + dim - 1) / dim, [&](std::int64_t r_begin, std::int64_t r_end) {
+    for (std::int64_t r = r_begin; r < r_end; ++r) {
+      const T* xr = px + r * dim;
+      T* yr = py + r * dim;
+      double sq = 0.0;
 #pragma omp simd reduction(+ : sq)
-    for (std::int64_t j = 0; j < dim; ++j) sq += static_cast<double>(xr[j]) * static_cast<double>(xr[j]);
-    const T k = static_cast<T>(1.0 / std::sqrt(sq / static_cast<double>(dim) + eps));
-    pr[r] = k;
+      for (std::int64_t j = 0; j < dim; ++j) sq += static_cast<double>(xr[j]) * static_cast<double>(xr[j]);
+      const T k = static_cast<T>(1.0 / std::sqrt(sq / static_cast<double>(dim) + eps));
+      pr[r] = k;
 #pragma omp simd
-    for (std::int64_t j = 0; j < dim; ++j) yr[j] = xr[j] * k * pg[j];
-  }
+      for (std::int64_t j = 0; j < dim; ++j) yr[j] = xr[j] * k * pg[j];
+    }
+  });
 }
 
 // With xhat = x rstd and g = gy * gamma: gx = rstd (g - xhat mean_j(g xhat)), ggamma = sum_rows gy xhat.

@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -24,12 +25,14 @@ void CpuBackend::adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, 
     const T decay = static_cast<T>(1.0 - lr * weight_decay);
     const T e = static_cast<T>(eps);
     const std::int64_t n = param.numel();
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (std::int64_t i = 0; i < n; ++i) {
+    cpu::parallel_for(n, 16384, [&](std::int64_t lo, std::int64_t hi) {
+#pragma omp simd
+    for (std::int64_t i = lo; i < hi; ++i) {
       pm[i] = b1 * pm[i] + (T(1) - b1) * g[i];
       pv[i] = b2 * pv[i] + (T(1) - b2) * g[i] * g[i];
       p[i] = p[i] * decay - step_size * pm[i] / (std::sqrt(pv[i]) * inv_sqrt_c2 + e);
     }
+    });
   });
 }
 

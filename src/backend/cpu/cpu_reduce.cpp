@@ -1,10 +1,12 @@
 // Reductions over the middle axis of [outer, axis, inner]. Accumulation is in double for f32 so
 // that sums over long axes (losses, gradient norms) keep their precision.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -19,20 +21,22 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer,
   T* po = out.data<T>();
   const double scale = op == ReduceOp::mean && axis > 0 ? 1.0 / static_cast<double>(axis) : 1.0;
   if (inner == 1) {
-#pragma omp parallel for schedule(static) if (outer * axis > 32768)
-    for (std::int64_t o = 0; o < outer; ++o) {
-      const T* row = px + o * axis;
-      if (op == ReduceOp::max) {
-        T m = axis > 0 ? row[0] : -std::numeric_limits<T>::infinity();
-        for (std::int64_t a = 1; a < axis; ++a) m = row[a] > m ? row[a] : m;
-        po[o] = m;
-      } else {
-        double s = 0.0;
+    const std::int64_t grain = (16384 + axis - 1) / std::max<std::int64_t>(axis, 1);
+    cpu::parallel_for(outer, grain, [&](std::int64_t o_begin, std::int64_t o_end) {
+      for (std::int64_t o = o_begin; o < o_end; ++o) {
+        const T* row = px + o * axis;
+        if (op == ReduceOp::max) {
+          T m = axis > 0 ? row[0] : -std::numeric_limits<T>::infinity();
+          for (std::int64_t a = 1; a < axis; ++a) m = row[a] > m ? row[a] : m;
+          po[o] = m;
+        } else {
+          double s = 0.0;
 #pragma omp simd reduction(+ : s)
-        for (std::int64_t a = 0; a < axis; ++a) s += static_cast<double>(row[a]);
-        po[o] = static_cast<T>(s * scale);
+          for (std::int64_t a = 0; a < axis; ++a) s += static_cast<double>(row[a]);
+          po[o] = static_cast<T>(s * scale);
+        }
       }
-    }
+    });
     return;
   }
   // Sums over a long axis with few outer rows (a bias gradient: [1, rows, out]): the axis is cut
@@ -41,18 +45,20 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer,
   if (op != ReduceOp::max && outer < kAxisChunks && axis >= 4 * kAxisChunks) {
     const std::int64_t chunks = kAxisChunks, tasks = outer * chunks;
     std::vector<double> acc(static_cast<std::size_t>(tasks * inner));
-#pragma omp parallel for schedule(static) if (outer * axis * inner > 32768)
-    for (std::int64_t t = 0; t < tasks; ++t) {
-      const std::int64_t o = t / chunks, c = t % chunks;
-      double* a = acc.data() + t * inner;
-      for (std::int64_t i = 0; i < inner; ++i) a[i] = 0.0;
-      const T* base = px + o * axis * inner;
-      for (std::int64_t r = c * axis / chunks; r < (c + 1) * axis / chunks; ++r) {
-        const T* row = base + r * inner;
+    const std::int64_t grain = std::max<std::int64_t>(1, 16384 * chunks / std::max<std::int64_t>(1, axis * inner));
+    cpu::parallel_for(tasks, grain, [&](std::int64_t t_begin, std::int64_t t_end) {
+      for (std::int64_t t = t_begin; t < t_end; ++t) {
+        const std::int64_t o = t / chunks, c = t % chunks;
+        double* a = acc.data() + t * inner;
+        for (std::int64_t i = 0; i < inner; ++i) a[i] = 0.0;
+        const T* base = px + o * axis * inner;
+        for (std::int64_t r = c * axis / chunks; r < (c + 1) * axis / chunks; ++r) {
+          const T* row = base + r * inner;
 #pragma omp simd
-        for (std::int64_t i = 0; i < inner; ++i) a[i] += static_cast<double>(row[i]);
+          for (std::int64_t i = 0; i < inner; ++i) a[i] += static_cast<double>(row[i]);
+        }
       }
-    }
+    });
     for (std::int64_t o = 0; o < outer; ++o)
       for (std::int64_t i = 0; i < inner; ++i) {
         double sum = 0.0;
@@ -61,11 +67,10 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer,
       }
     return;
   }
-#pragma omp parallel if (outer * axis * inner > 32768)
-  {
+  cpu::parallel_for(outer, (16384 + axis * inner - 1) / std::max<std::int64_t>(1, axis * inner),
+                    [&](std::int64_t o_begin, std::int64_t o_end) {
     std::vector<double> acc(static_cast<std::size_t>(inner));
-#pragma omp for schedule(static)
-    for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t o = o_begin; o < o_end; ++o) {
       const T* base = px + o * axis * inner;
       T* dst = po + o * inner;
       if (op == ReduceOp::max) {
@@ -82,7 +87,7 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer,
       }
       for (std::int64_t i = 0; i < inner; ++i) dst[i] = static_cast<T>(acc[static_cast<std::size_t>(i)] * scale);
     }
-  }
+  });
 }
 }  // namespace
 
@@ -103,14 +108,16 @@ void CpuBackend::expand_axis(const Tensor& x, Tensor& out, std::int64_t outer, s
     const T* px = x.data<T>();
     T* po = out.data<T>();
     const T a = static_cast<T>(alpha);
-#pragma omp parallel for collapse(2) schedule(static) if (outer * axis * inner > 32768)
-    for (std::int64_t o = 0; o < outer; ++o)
-      for (std::int64_t j = 0; j < axis; ++j) {
-        const T* src = px + o * inner;
-        T* dst = po + (o * axis + j) * inner;
+    // One task per output row (o, j).
+    cpu::parallel_for(outer * axis, (16384 + inner - 1) / std::max<std::int64_t>(1, inner),
+                      [&](std::int64_t t0, std::int64_t t1) {
+      for (std::int64_t t = t0; t < t1; ++t) {
+        const T* src = px + (t / axis) * inner;
+        T* dst = po + t * inner;
 #pragma omp simd
         for (std::int64_t i = 0; i < inner; ++i) dst[i] = a * src[i];
       }
+    });
   });
 }
 
@@ -121,9 +128,22 @@ void CpuBackend::sum_squares(const Tensor& x, Tensor& out) {
     using T = decltype(t);
     const T* px = x.data<T>();
     const std::int64_t n = x.numel();
+    // Fixed blocks of kBlock elements summed in block order: the result does not depend on the
+    // thread count.
+    constexpr std::int64_t kBlock = 16384;
+    const std::int64_t blocks = (n + kBlock - 1) / kBlock;
+    std::vector<double> partial(static_cast<std::size_t>(blocks));
+    cpu::parallel_for(blocks, 2, [&](std::int64_t b0, std::int64_t b1) {
+      for (std::int64_t b = b0; b < b1; ++b) {
+        double s = 0.0;
+        const std::int64_t e = std::min(n, (b + 1) * kBlock);
+#pragma omp simd reduction(+ : s)
+        for (std::int64_t i = b * kBlock; i < e; ++i) s += static_cast<double>(px[i]) * static_cast<double>(px[i]);
+        partial[static_cast<std::size_t>(b)] = s;
+      }
+    });
     double s = 0.0;
-#pragma omp parallel for simd reduction(+ : s) schedule(static) if (n > 32768)
-    for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(px[i]) * static_cast<double>(px[i]);
+    for (double v : partial) s += v;
     out.data<double>()[0] = s;
   });
 }

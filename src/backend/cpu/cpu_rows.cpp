@@ -1,12 +1,14 @@
 // Row kernels over the last dim of [rows, cols]: the softmax family, the causal mask and
 // cross-entropy. Every row is max-subtracted before exponentiating so no exp overflows, and row
 // sums are accumulated in double (for f32 too) so long rows (vocabularies) keep their precision.
-// Rows are independent, so OpenMP splits the row loop.
+// Rows are independent, so the kernels split the row loop over threads (cpu_parallel.hpp).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -57,28 +59,30 @@ void softmax_typed(const Tensor& x, Tensor& y, bool log) {
   const std::int64_t cols = cols_of(x, "softmax"), rows = rows_of(x, cols);
   const T* px = x.data<T>();
   T* py = y.data<T>();
-#pragma omp parallel for schedule(static) if (rows * cols > 32768)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = px + r * cols;
-    T* yr = py + r * cols;
-    const T m = row_max(xr, cols);
-    if (log) {
-      const T log_sum = static_cast<T>(std::log(sum_exp(xr, cols, m)));
+  const std::int64_t grain = (16384 + cols - 1) / std::max<std::int64_t>(1, cols);
+  cpu::parallel_for(rows, grain, [&](std::int64_t r_begin, std::int64_t r_end) {
+    for (std::int64_t r = r_begin; r < r_end; ++r) {
+      const T* xr = px + r * cols;
+      T* yr = py + r * cols;
+      const T m = row_max(xr, cols);
+      if (log) {
+        const T log_sum = static_cast<T>(std::log(sum_exp(xr, cols, m)));
 #pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
-    } else {
-      // exp into y, then the double sum of y: two loops (one loop with the mixed float / double
-      // body does not vectorise). Each y[j] is written after x[j] is read, so y may alias x.
+        for (std::int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
+      } else {
+        // exp into y, then the double sum of y: two loops (one loop with the mixed float / double
+        // body does not vectorise). Each y[j] is written after x[j] is read, so y may alias x.
 #pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j) yr[j] = exp_any(xr[j] - m);
-      double s = 0.0;
+        for (std::int64_t j = 0; j < cols; ++j) yr[j] = exp_any(xr[j] - m);
+        double s = 0.0;
 #pragma omp simd reduction(+ : s)
-      for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(yr[j]);
-      const T inv = static_cast<T>(1.0 / s);
+        for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(yr[j]);
+        const T inv = static_cast<T>(1.0 / s);
 #pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j) yr[j] *= inv;
+        for (std::int64_t j = 0; j < cols; ++j) yr[j] *= inv;
+      }
     }
-  }
+  });
 }
 
 // softmax:     gx = y * (gy - sum(gy * y))
@@ -89,26 +93,28 @@ void softmax_backward_typed(const Tensor& y, const Tensor& gy, Tensor& gx, bool 
   const T* py = y.data<T>();
   const T* pg = gy.data<T>();
   T* po = gx.data<T>();
-#pragma omp parallel for schedule(static) if (rows * cols > 32768)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* yr = py + r * cols;
-    const T* gr = pg + r * cols;
-    T* outr = po + r * cols;
-    double s = 0.0;
-    if (log) {
+  const std::int64_t grain = (16384 + cols - 1) / std::max<std::int64_t>(1, cols);
+  cpu::parallel_for(rows, grain, [&](std::int64_t r_begin, std::int64_t r_end) {
+    for (std::int64_t r = r_begin; r < r_end; ++r) {
+      const T* yr = py + r * cols;
+      const T* gr = pg + r * cols;
+      T* outr = po + r * cols;
+      double s = 0.0;
+      if (log) {
 #pragma omp simd reduction(+ : s)
-      for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(gr[j]);
-      const T st = static_cast<T>(s);
+        for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(gr[j]);
+        const T st = static_cast<T>(s);
 #pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j) outr[j] = gr[j] - exp_any(yr[j]) * st;
-    } else {
+        for (std::int64_t j = 0; j < cols; ++j) outr[j] = gr[j] - exp_any(yr[j]) * st;
+      } else {
 #pragma omp simd reduction(+ : s)
-      for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(gr[j]) * static_cast<double>(yr[j]);
-      const T st = static_cast<T>(s);
+        for (std::int64_t j = 0; j < cols; ++j) s += static_cast<double>(gr[j]) * static_cast<double>(yr[j]);
+        const T st = static_cast<T>(s);
 #pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j) outr[j] = yr[j] * (gr[j] - st);
+        for (std::int64_t j = 0; j < cols; ++j) outr[j] = yr[j] * (gr[j] - st);
+      }
     }
-  }
+  });
 }
 
 // Throws for the first target that is neither in [0, classes) nor ignore_index. Checked serially
@@ -141,25 +147,26 @@ void cross_entropy_typed(const Tensor& logits, const std::int64_t* tg, std::int6
   T* pl = losses.data<T>();
   T* pe = lse.data<T>();
   const double w_target = 1.0 - smoothing, w_uniform = smoothing / static_cast<double>(classes);
-#pragma omp parallel for schedule(static) if (rows * classes > 32768)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = px + r * classes;
-    const T m = row_max(xr, classes);
-    const double row_lse = static_cast<double>(m) + std::log(sum_exp(xr, classes, m));
-    pe[r] = static_cast<T>(row_lse);
-    if (tg[r] == ignore_index) {
-      pl[r] = T(0);
-      continue;
-    }
-    double loss = row_lse - w_target * static_cast<double>(xr[tg[r]]);
-    if (w_uniform != 0.0) {
-      double sx = 0.0;
+  cpu::parallel_for(rows, (16384 + classes - 1) / classes, [&](std::int64_t r_begin, std::int64_t r_end) {
+    for (std::int64_t r = r_begin; r < r_end; ++r) {
+      const T* xr = px + r * classes;
+      const T m = row_max(xr, classes);
+      const double row_lse = static_cast<double>(m) + std::log(sum_exp(xr, classes, m));
+      pe[r] = static_cast<T>(row_lse);
+      if (tg[r] == ignore_index) {
+        pl[r] = T(0);
+        continue;
+      }
+      double loss = row_lse - w_target * static_cast<double>(xr[tg[r]]);
+      if (w_uniform != 0.0) {
+        double sx = 0.0;
 #pragma omp simd reduction(+ : sx)
-      for (std::int64_t j = 0; j < classes; ++j) sx += static_cast<double>(xr[j]);
-      loss -= w_uniform * sx;
+        for (std::int64_t j = 0; j < classes; ++j) sx += static_cast<double>(xr[j]);
+        loss -= w_uniform * sx;
+      }
+      pl[r] = static_cast<T>(loss);
     }
-    pl[r] = static_cast<T>(loss);
-  }
+  });
 }
 
 // glogits = scale * (softmax(x) - q), with softmax(x) = exp(x - lse).
@@ -174,19 +181,20 @@ void cross_entropy_backward_typed(const Tensor& logits, const std::int64_t* tg, 
   const T s = static_cast<T>(scale);
   const T uniform = static_cast<T>(scale * smoothing / static_cast<double>(classes));
   const T target = static_cast<T>(scale * (1.0 - smoothing));
-#pragma omp parallel for schedule(static) if (rows * classes > 32768)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = px + r * classes;
-    T* gr = pg + r * classes;
-    if (tg[r] == ignore_index) {
-      for (std::int64_t j = 0; j < classes; ++j) gr[j] = T(0);
-      continue;
-    }
-    const T e = pe[r];
+  cpu::parallel_for(rows, (16384 + classes - 1) / classes, [&](std::int64_t r_begin, std::int64_t r_end) {
+    for (std::int64_t r = r_begin; r < r_end; ++r) {
+      const T* xr = px + r * classes;
+      T* gr = pg + r * classes;
+      if (tg[r] == ignore_index) {
+        for (std::int64_t j = 0; j < classes; ++j) gr[j] = T(0);
+        continue;
+      }
+      const T e = pe[r];
 #pragma omp simd
-    for (std::int64_t j = 0; j < classes; ++j) gr[j] = s * exp_any(xr[j] - e) - uniform;
-    gr[tg[r]] -= target;
-  }
+      for (std::int64_t j = 0; j < classes; ++j) gr[j] = s * exp_any(xr[j] - e) - uniform;
+      gr[tg[r]] -= target;
+    }
+  });
 }
 
 }  // namespace
@@ -223,13 +231,14 @@ void CpuBackend::causal_mask(Tensor& scores, std::int64_t t, std::int64_t s) {
     using T = decltype(tag);
     T* p = scores.data<T>();
     const T neg_inf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for schedule(static) if (rows * s > 32768)
-    for (std::int64_t row = 0; row < rows; ++row) {
-      // Query i sees keys j <= i + (s - t): its last query lines up with the last key.
-      const std::int64_t first_masked = row % t + (s - t) + 1;
-      T* sr = p + row * s;
-      for (std::int64_t j = first_masked < 0 ? 0 : first_masked; j < s; ++j) sr[j] = neg_inf;
-    }
+    cpu::parallel_for(rows, (16384 + s - 1) / s, [&](std::int64_t row_begin, std::int64_t row_end) {
+      for (std::int64_t row = row_begin; row < row_end; ++row) {
+        // Query i sees keys j <= i + (s - t): its last query lines up with the last key.
+        const std::int64_t first_masked = row % t + (s - t) + 1;
+        T* sr = p + row * s;
+        for (std::int64_t j = first_masked < 0 ? 0 : first_masked; j < s; ++j) sr[j] = neg_inf;
+      }
+    });
   });
 }
 

@@ -32,9 +32,10 @@ int configure_cpu_threads(int requested) {
       n = std::max(1, cores / local_rank_count());
     }
   }
+  // The kernels' parallel loops (cpu_parallel.hpp) use omp_get_max_threads() threads. The GEMM
+  // kernel splits products over them and calls OpenBLAS single-threaded: OpenBLAS's own pool
+  // spinning next to the kernels' threads would oversubscribe the cores.
   omp_set_num_threads(n);
-  // OpenMP's threads are the only pool: the GEMM kernel splits products over them and calls
-  // OpenBLAS single-threaded (two spinning pools on the same cores oversubscribe them).
   openblas_set_num_threads(1);
   return n;
 }
