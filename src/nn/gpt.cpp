@@ -8,25 +8,6 @@
 
 namespace upcycle::nn {
 
-namespace {
-TransformerBlockConfig gpt_block(const GPTConfig& c) {
-  TransformerBlockConfig b = c.block;
-  b.causal = true;
-  return b;
-}
-
-// Block i's config: the MoE FFN only for the listed blocks.
-TransformerBlockConfig block_at(const GPTConfig& c, std::int64_t i) {
-  TransformerBlockConfig b = gpt_block(c);
-  bool moe = false;
-  for (std::int64_t m : c.moe_blocks) moe = moe || m == i;
-  if (!moe) {
-    b.moe.reset();
-    b.moe_ep.reset();
-  }
-  return b;
-}
-}  // namespace
 
 GPT::GPT(const GPTConfig& config, RngStream& rng) : ln_f(config.block.d_model, config.block.ln_eps), config_(config) {
   UPCYCLE_CHECK(config.depth >= 1 && config.context >= 1 && config.vocab >= 2, "bad GPT sizes");
@@ -34,7 +15,7 @@ GPT::GPT(const GPTConfig& config, RngStream& rng) : ln_f(config.block.d_model, c
   tok_embed = normal_parameter({config.vocab, d}, config.block.init_std, rng);
   pos_embed = normal_parameter({config.context, d}, config.block.init_std, rng);
   for (std::int64_t i = 0; i < config.depth; ++i)
-    blocks.push_back(std::make_unique<TransformerBlock>(block_at(config, i), rng));
+    blocks.push_back(std::make_unique<TransformerBlock>(block_config_at(config.block, config.moe_blocks, i, true), rng));
   if (!config.tie_embeddings) head = std::make_unique<Linear>(d, config.vocab, rng, false, config.block.init_std);
   register_parameter("tok_embed", tok_embed);
   register_parameter("pos_embed", pos_embed);
@@ -53,18 +34,8 @@ Var GPT::forward(const Tensor& tokens, RngStream* dropout_rng) const {
   return head ? head->forward(x) : matmul(x, tok_embed, false, true);  // [B, T, V]
 }
 
-std::vector<moe::MoeLayer*> GPT::moe_layers() const {
-  std::vector<moe::MoeLayer*> out;
-  for (std::size_t i = 0; i < blocks.size(); ++i)
-    if (blocks[i].moe) out.push_back(blocks[i].moe.get());
-  return out;
-}
+std::vector<moe::MoeLayer*> GPT::moe_layers() const { return moe_layers_of(blocks); }
 
-std::vector<std::int64_t> GPT::moe_block_indices() const {
-  std::vector<std::int64_t> out;
-  for (std::size_t i = 0; i < blocks.size(); ++i)
-    if (blocks[i].moe) out.push_back(static_cast<std::int64_t>(i));
-  return out;
-}
+std::vector<std::int64_t> GPT::moe_block_indices() const { return moe_block_indices_of(blocks); }
 
 }  // namespace upcycle::nn

@@ -64,4 +64,31 @@ Var TransformerBlock::forward(const Var& x, RngStream* dropout_rng) const {
   return h + residual_dropout(moe ? moe->forward(u) : mlp->forward(u), dropout_rng);
 }
 
+TransformerBlockConfig block_config_at(const TransformerBlockConfig& base, const std::vector<std::int64_t>& moe_blocks,
+                                       std::int64_t i, bool causal) {
+  TransformerBlockConfig b = base;
+  b.causal = causal;
+  bool moe = false;
+  for (std::int64_t m : moe_blocks) moe = moe || m == i;
+  if (!moe) {
+    b.moe.reset();
+    b.moe_ep.reset();
+  }
+  return b;
+}
+
+std::vector<moe::MoeLayer*> moe_layers_of(const ModuleList<TransformerBlock>& blocks) {
+  std::vector<moe::MoeLayer*> out;
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    if (blocks[i].moe) out.push_back(blocks[i].moe.get());
+  return out;
+}
+
+std::vector<std::int64_t> moe_block_indices_of(const ModuleList<TransformerBlock>& blocks) {
+  std::vector<std::int64_t> out;
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    if (blocks[i].moe) out.push_back(static_cast<std::int64_t>(i));
+  return out;
+}
+
 }  // namespace upcycle::nn

@@ -8,25 +8,6 @@
 
 namespace upcycle::nn {
 
-namespace {
-TransformerBlockConfig vit_block(const ViTConfig& c) {
-  TransformerBlockConfig b = c.block;
-  b.causal = false;
-  return b;
-}
-
-// Block i's config: the MoE FFN only for the listed blocks.
-TransformerBlockConfig block_at(const ViTConfig& c, std::int64_t i) {
-  TransformerBlockConfig b = vit_block(c);
-  bool moe = false;
-  for (std::int64_t m : c.moe_blocks) moe = moe || m == i;
-  if (!moe) {
-    b.moe.reset();
-    b.moe_ep.reset();
-  }
-  return b;
-}
-}  // namespace
 
 Tensor patchify(const Tensor& images, std::int64_t p) {
   UPCYCLE_CHECK(images.ndim() == 4, "ViT input must be [B, C, H, W], got ", describe(images));
@@ -52,7 +33,7 @@ ViT::ViT(const ViTConfig& config, RngStream& rng)
   cls_token = normal_parameter({d}, config.block.init_std, rng);
   pos_embed = normal_parameter({1 + config.num_patches(), d}, config.block.init_std, rng);
   for (std::int64_t i = 0; i < config.depth; ++i)
-    blocks.push_back(std::make_unique<TransformerBlock>(block_at(config, i), rng));
+    blocks.push_back(std::make_unique<TransformerBlock>(block_config_at(config.block, config.moe_blocks, i, false), rng));
   register_module("patch_embed", patch_embed);
   register_parameter("cls_token", cls_token);
   register_parameter("pos_embed", pos_embed);
@@ -80,18 +61,8 @@ Var ViT::forward(const Tensor& images, RngStream* dropout_rng) const {
   return head.forward(reshape(x, {images.dim(0), config_.block.d_model}));
 }
 
-std::vector<moe::MoeLayer*> ViT::moe_layers() const {
-  std::vector<moe::MoeLayer*> out;
-  for (std::size_t i = 0; i < blocks.size(); ++i)
-    if (blocks[i].moe) out.push_back(blocks[i].moe.get());
-  return out;
-}
+std::vector<moe::MoeLayer*> ViT::moe_layers() const { return moe_layers_of(blocks); }
 
-std::vector<std::int64_t> ViT::moe_block_indices() const {
-  std::vector<std::int64_t> out;
-  for (std::size_t i = 0; i < blocks.size(); ++i)
-    if (blocks[i].moe) out.push_back(static_cast<std::int64_t>(i));
-  return out;
-}
+std::vector<std::int64_t> ViT::moe_block_indices() const { return moe_block_indices_of(blocks); }
 
 }  // namespace upcycle::nn

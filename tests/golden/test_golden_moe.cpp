@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "relative_error.hpp"
 #include "upcycle/io/hdf5.hpp"
 #include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/nn/parameter_io.hpp"
@@ -30,21 +31,8 @@ std::string g_file;  // from the command line
 constexpr double kForwardTol = 1e-5;
 constexpr double kGradTol = 1e-4;
 
-struct RelError {
-  double rel = 0, max_diff = 0, max_ref = 0;
-};
-
-RelError relative_error(const Tensor& got, const Tensor& ref) {
-  const Tensor a = got.to(DType::f64), b = ref.to(DType::f64);
-  RelError e;
-  for (std::int64_t i = 0; i < b.numel(); ++i) {
-    const double x = a.data<double>()[i], r = b.data<double>()[i];
-    e.max_diff = std::isnan(x) ? INFINITY : std::max(e.max_diff, std::abs(x - r));
-    e.max_ref = std::max(e.max_ref, std::abs(r));
-  }
-  e.rel = e.max_diff / std::max(e.max_ref, 1e-6);
-  return e;
-}
+using testing::RelError;
+using testing::relative_error;
 
 class GoldenMoe : public ::testing::Test {
  protected:

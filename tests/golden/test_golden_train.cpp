@@ -37,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "relative_error.hpp"
 #include "upcycle/io/hdf5.hpp"
 #include "upcycle/nn/parameter_io.hpp"
 #include "upcycle/nn/vit.hpp"
@@ -57,22 +58,8 @@ constexpr double kWeightTol = 1e-4;
 constexpr double kLogitsTol = 1e-4;
 constexpr double kKeyBiasNoise = 1e-6;  // key-bias gradient, relative to the global gradient norm
 
-struct RelError {
-  double rel = 0, max_diff = 0, max_ref = 0;
-};
-
-RelError relative_error(const Tensor& got, const Tensor& ref) {
-  const Tensor a = got.to(DType::f64), b = ref.to(DType::f64);
-  RelError e;
-  for (std::int64_t i = 0; i < b.numel(); ++i) {
-    const double x = a.data<double>()[i], r = b.data<double>()[i];
-    // NaN never compares greater, so route it explicitly into the error.
-    e.max_diff = std::isnan(x) ? INFINITY : std::max(e.max_diff, std::abs(x - r));
-    e.max_ref = std::max(e.max_ref, std::abs(r));
-  }
-  e.rel = e.max_diff / std::max(e.max_ref, 1e-6);
-  return e;
-}
+using testing::RelError;
+using testing::relative_error;
 
 double max_abs(const Tensor& t) {
   const Tensor a = t.to(DType::f64);

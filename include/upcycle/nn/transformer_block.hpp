@@ -1,5 +1,6 @@
 #pragma once
 #include <memory>
+#include <vector>
 
 #include "upcycle/core/rng.hpp"
 #include "upcycle/dist/communicator.hpp"
@@ -7,6 +8,7 @@
 #include "upcycle/nn/attention.hpp"
 #include "upcycle/nn/layer_norm.hpp"
 #include "upcycle/nn/mlp.hpp"
+#include "upcycle/nn/module_list.hpp"
 
 namespace upcycle::nn {
 
@@ -51,5 +53,13 @@ class TransformerBlock : public Module {
   Var residual_dropout(const Var& branch, RngStream* rng) const;
   TransformerBlockConfig config_;
 };
+
+// The config of block i of a model: `base` with the causal flag set, and the MoE FFN kept only when
+// i is one of `moe_blocks`.
+TransformerBlockConfig block_config_at(const TransformerBlockConfig& base, const std::vector<std::int64_t>& moe_blocks,
+                                       std::int64_t i, bool causal);
+// The MoE layers of a stack of blocks and the indices of their blocks, in order.
+std::vector<moe::MoeLayer*> moe_layers_of(const ModuleList<TransformerBlock>& blocks);
+std::vector<std::int64_t> moe_block_indices_of(const ModuleList<TransformerBlock>& blocks);
 
 }  // namespace upcycle::nn

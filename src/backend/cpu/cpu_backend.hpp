@@ -1,6 +1,6 @@
 #pragma once
 // The CPU backend: OpenBLAS (single-threaded) for matrix products, loops split over threads by
-// cpu::parallel_for (cpu_parallel.hpp; a few rarely hot kernels still use OpenMP loops). Its
+// cpu::parallel_for (cpu_parallel.hpp; OpenMP only for `omp simd` and the thread count). Its
 // definitions are split by concern over the cpu_*.cpp files beside this header.
 #include "upcycle/backend/backend.hpp"
 

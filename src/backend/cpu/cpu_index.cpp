@@ -1,10 +1,12 @@
 // Row and last-dim gather / scatter-add. Indices are validated in a separate pass before any
-// element is written: a throw inside an OpenMP loop would terminate the program, and a
+// element is written: a throw inside a parallel loop would terminate the program, and a
 // scatter-add that stopped half-way would leave its in/out tensor corrupted.
 #include <algorithm>
+#include <atomic>
 #include <limits>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -13,10 +15,18 @@ namespace {
 // Throws naming the first position whose index is outside [0, bound).
 template <class I>
 void check_indices(const I* idx, std::int64_t n, std::int64_t bound, const char* what) {
-  std::int64_t bad = std::numeric_limits<std::int64_t>::max();
-#pragma omp parallel for reduction(min : bad) schedule(static) if (n > 32768)
-  for (std::int64_t i = 0; i < n; ++i)
-    if (idx[i] < 0 || static_cast<std::int64_t>(idx[i]) >= bound) bad = std::min(bad, i);
+  // The first bad position of each chunk; the smallest of those wins.
+  std::atomic<std::int64_t> first_bad{std::numeric_limits<std::int64_t>::max()};
+  cpu::parallel_for(n, 32768, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i)
+      if (idx[i] < 0 || static_cast<std::int64_t>(idx[i]) >= bound) {
+        std::int64_t cur = first_bad.load();
+        while (i < cur && !first_bad.compare_exchange_weak(cur, i)) {
+        }
+        return;
+      }
+  });
+  const std::int64_t bad = first_bad.load();
   if (bad != std::numeric_limits<std::int64_t>::max())
     UPCYCLE_THROW(what, ": index ", static_cast<std::int64_t>(idx[bad]), " at position ", bad,
                   " is out of range [0, ", bound, ")");
@@ -46,13 +56,14 @@ void CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out
       check_indices(pi, N, V, "gather_rows");
       const T* src = table.data<T>();
       T* dst = out.data<T>();
-#pragma omp parallel for schedule(static) if (N * D > 32768)
-      for (std::int64_t i = 0; i < N; ++i) {
-        const T* row = src + static_cast<std::int64_t>(pi[i]) * D;
-        T* o = dst + i * D;
+      cpu::parallel_for(N, (16384 + D - 1) / std::max<std::int64_t>(1, D), [&](std::int64_t i_begin, std::int64_t i_end) {
+        for (std::int64_t i = i_begin; i < i_end; ++i) {
+          const T* row = src + static_cast<std::int64_t>(pi[i]) * D;
+          T* o = dst + i * D;
 #pragma omp simd
-        for (std::int64_t j = 0; j < D; ++j) o[j] = row[j];
-      }
+          for (std::int64_t j = 0; j < D; ++j) o[j] = row[j];
+        }
+      });
     });
   });
 }
@@ -75,16 +86,17 @@ void CpuBackend::index_add_rows(Tensor& out, const Tensor& idx, const Tensor& sr
       // spans a few cache lines so that threads do not share lines either.
       constexpr std::int64_t kBlock = 64;
       const std::int64_t blocks = (D + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (N * D > 32768 && blocks > 1)
-      for (std::int64_t b = 0; b < blocks; ++b) {
-        const std::int64_t c0 = b * kBlock, c1 = std::min(D, c0 + kBlock);
-        for (std::int64_t i = 0; i < N; ++i) {
-          T* o = po + static_cast<std::int64_t>(pi[i]) * D;
-          const T* s = ps + i * D;
+      cpu::parallel_for(blocks, N * D > 32768 ? 1 : blocks, [&](std::int64_t b_begin, std::int64_t b_end) {
+        for (std::int64_t b = b_begin; b < b_end; ++b) {
+          const std::int64_t c0 = b * kBlock, c1 = std::min(D, c0 + kBlock);
+          for (std::int64_t i = 0; i < N; ++i) {
+            T* o = po + static_cast<std::int64_t>(pi[i]) * D;
+            const T* s = ps + i * D;
 #pragma omp simd
-          for (std::int64_t j = c0; j < c1; ++j) o[j] += s[j];
+            for (std::int64_t j = c0; j < c1; ++j) o[j] += s[j];
+          }
         }
-      }
+      });
     });
   });
 }
@@ -104,9 +116,10 @@ void CpuBackend::gather_last(const Tensor& x, const Tensor& idx, Tensor& out) {
       const T* px = x.data<T>();
       T* po = out.data<T>();
       const std::int64_t rows = id.rows, k = id.cols, cols = xd.cols;
-#pragma omp parallel for schedule(static) if (rows * k > 32768)
-      for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t j = 0; j < k; ++j) po[r * k + j] = px[r * cols + static_cast<std::int64_t>(pi[r * k + j])];
+      cpu::parallel_for(rows, (16384 + k - 1) / std::max<std::int64_t>(1, k), [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r)
+          for (std::int64_t j = 0; j < k; ++j) po[r * k + j] = px[r * cols + static_cast<std::int64_t>(pi[r * k + j])];
+      });
     });
   });
 }
@@ -127,9 +140,10 @@ void CpuBackend::scatter_add_last(Tensor& out, const Tensor& idx, const Tensor& 
       T* po = out.data<T>();
       const std::int64_t rows = id.rows, k = id.cols, cols = od.cols;
       // A row's indices only address that row, so rows are independent even with repeats.
-#pragma omp parallel for schedule(static) if (rows * k > 32768)
-      for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t j = 0; j < k; ++j) po[r * cols + static_cast<std::int64_t>(pi[r * k + j])] += ps[r * k + j];
+      cpu::parallel_for(rows, (16384 + k - 1) / std::max<std::int64_t>(1, k), [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r)
+          for (std::int64_t j = 0; j < k; ++j) po[r * cols + static_cast<std::int64_t>(pi[r * k + j])] += ps[r * k + j];
+      });
     });
   });
 }

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 #include "upcycle/core/rng.hpp"
 
 namespace upcycle {
@@ -11,9 +12,10 @@ void CpuBackend::uniform(Tensor& out, std::uint64_t seed, std::uint64_t offset, 
     using T = decltype(t);
     T* p = out.data<T>();
     const std::int64_t n = out.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (std::int64_t i = 0; i < n; ++i)
-      p[i] = static_cast<T>(lo + (hi - lo) * Philox4x32::uniform(seed, offset + static_cast<std::uint64_t>(i)));
+    cpu::parallel_for(n, 32768, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i)
+        p[i] = static_cast<T>(lo + (hi - lo) * Philox4x32::uniform(seed, offset + static_cast<std::uint64_t>(i)));
+    });
   });
 }
 
@@ -22,15 +24,16 @@ void CpuBackend::normal(Tensor& out, std::uint64_t seed, std::uint64_t offset, d
     using T = decltype(t);
     T* p = out.data<T>();
     const std::int64_t n = out.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (std::int64_t i = 0; i < n; ++i) {
-      const std::uint64_t base = offset + 2 * static_cast<std::uint64_t>(i);
-      // u1 in (0, 1] so the log is finite.
-      const double u1 = 1.0 - static_cast<double>(Philox4x32::uniform(seed, base));
-      const double u2 = Philox4x32::uniform(seed, base + 1);
-      const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-      p[i] = static_cast<T>(mean + std * z);
-    }
+    cpu::parallel_for(n, 32768, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) {
+        const std::uint64_t base = offset + 2 * static_cast<std::uint64_t>(i);
+        // u1 in (0, 1] so the log is finite.
+        const double u1 = 1.0 - static_cast<double>(Philox4x32::uniform(seed, base));
+        const double u2 = Philox4x32::uniform(seed, base + 1);
+        const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+        p[i] = static_cast<T>(mean + std * z);
+      }
+    });
   });
 }
 
@@ -42,9 +45,10 @@ void CpuBackend::dropout_mask(Tensor& mask, double p, std::uint64_t seed, std::u
     const T keep = static_cast<T>(1.0 / (1.0 - p));
     const float pf = static_cast<float>(p);
     const std::int64_t n = mask.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (std::int64_t i = 0; i < n; ++i)
-      m[i] = Philox4x32::uniform(seed, offset + static_cast<std::uint64_t>(i)) >= pf ? keep : T(0);
+    cpu::parallel_for(n, 32768, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i)
+        m[i] = Philox4x32::uniform(seed, offset + static_cast<std::uint64_t>(i)) >= pf ? keep : T(0);
+    });
   });
 }
 

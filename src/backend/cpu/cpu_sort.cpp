@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu_backend.hpp"
+#include "cpu_parallel.hpp"
 
 namespace upcycle {
 
@@ -52,11 +53,10 @@ void topk_typed(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx, st
   const T* px = x.data<T>();
   T* pv = values.data<T>();
   std::int64_t* pi = idx.data<std::int64_t>();
-#pragma omp parallel if (rows * cols > 32768)
-  {
-    std::vector<std::int64_t> order(static_cast<std::size_t>(cols));  // one per thread
-#pragma omp for schedule(static)
-    for (std::int64_t r = 0; r < rows; ++r) {
+  const std::int64_t grain = (16384 + cols - 1) / std::max<std::int64_t>(1, cols);
+  cpu::parallel_for(rows, grain, [&](std::int64_t r0, std::int64_t r1) {
+    std::vector<std::int64_t> order(static_cast<std::size_t>(cols));  // one per chunk
+    for (std::int64_t r = r0; r < r1; ++r) {
       const T* xr = px + r * cols;
       std::iota(order.begin(), order.end(), std::int64_t{0});
       std::partial_sort(order.begin(), order.begin() + k, order.end(), Descending<T>{xr});
@@ -66,22 +66,24 @@ void topk_typed(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx, st
         pi[r * k + j] = c;
       }
     }
-  }
+  });
 }
 
 template <class T>
 void argsort_typed(const Tensor& x, bool descending, Tensor& idx, std::int64_t rows, std::int64_t cols) {
   const T* px = x.data<T>();
   std::int64_t* pi = idx.data<std::int64_t>();
-#pragma omp parallel for schedule(static) if (rows * cols > 32768)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    std::int64_t* ir = pi + r * cols;  // sorted in place: the output row is the index buffer
-    std::iota(ir, ir + cols, std::int64_t{0});
-    if (descending)
-      std::sort(ir, ir + cols, Descending<T>{px + r * cols});
-    else
-      std::sort(ir, ir + cols, Ascending<T>{px + r * cols});
-  }
+  const std::int64_t grain = (16384 + cols - 1) / std::max<std::int64_t>(1, cols);
+  cpu::parallel_for(rows, grain, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      std::int64_t* ir = pi + r * cols;  // sorted in place: the output row is the index buffer
+      std::iota(ir, ir + cols, std::int64_t{0});
+      if (descending)
+        std::sort(ir, ir + cols, Descending<T>{px + r * cols});
+      else
+        std::sort(ir, ir + cols, Ascending<T>{px + r * cols});
+    }
+  });
 }
 
 }  // namespace
