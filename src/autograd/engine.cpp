@@ -6,6 +6,7 @@
 
 #include "upcycle/autograd/var.hpp"
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/backend/profiling.hpp"
 
 namespace upcycle {
 
@@ -45,6 +46,7 @@ void run_backward(const std::shared_ptr<Node>& root, Tensor seed) {
       continue;
     }
     if (n->grad.defined()) {
+      profile::Region region(n->op.c_str(), profile::RegionKind::backward_op);  // one branch when off
       GradSink sink(*n);
       n->backward(n->grad, sink);
     }

@@ -1,7 +1,6 @@
 #include "upcycle/nn/attention.hpp"
 
-#include "upcycle/ops/attention.hpp"
-#include "upcycle/ops/shape.hpp"
+#include "upcycle/ops/fused_attention.hpp"
 
 namespace upcycle::nn {
 
@@ -23,19 +22,12 @@ MultiHeadAttention::MultiHeadAttention(const AttentionConfig& config, RngStream&
 }
 
 Var MultiHeadAttention::forward(const Var& x) const {
-  const std::int64_t D = config_.d_model, H = config_.n_heads, Dh = head_dim();
+  const std::int64_t D = config_.d_model, H = config_.n_heads;
   UPCYCLE_CHECK(x.shape().ndim() == 3 && x.dim(2) == D, "attention: expected input [B, T, ", D,
                 "], got ", x.shape().str());
-  const std::int64_t B = x.dim(0), T = x.dim(1);
-  // [B, T, 3D] viewed as [B, T, 3, H, Dh], then [3, B, H, T, Dh] so q, k, v are contiguous
-  // [B, H, T, Dh] blocks for the per-head attention.
-  Var fused = permute(reshape(qkv.forward(x), {B, T, 3, H, Dh}), {2, 0, 3, 1, 4});
-  std::vector<Var> parts = split(fused, {1, 1, 1}, 0);
-  const Shape head_shape{B, H, T, Dh};
-  Var y = scaled_dot_product_attention(reshape(parts[0], head_shape), reshape(parts[1], head_shape),
-                                       reshape(parts[2], head_shape), config_.causal);
-  // Merge heads back: [B, H, T, Dh] -> [B, T, H, Dh] -> [B, T, D].
-  y = reshape(permute(y, {0, 2, 1, 3}), {B, T, D});
+  // The fused qkv output [B, T, 3D] goes to attention as it is: the op reads q, k, v per head
+  // and returns [B, T, D], with no split copies (same values and gradients as splitting).
+  const Var y = packed_qkv_attention(qkv.forward(x), H, config_.causal);
   return out.forward(y);
 }
 

@@ -13,7 +13,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -95,8 +94,7 @@ class Pool {
     for (;;) {
       // Spin for about 100 us before sleeping: the next kernel usually comes sooner.
       std::uint64_t e = epoch_.load(std::memory_order_acquire);
-      static const long spin_us = [] { const char* v = std::getenv("UPCYCLE_SPIN_US"); return v ? std::atol(v) : 100L; }();
-      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
       for (int spins = 1; e == seen; ++spins) {
         cpu_relax();
         e = epoch_.load(std::memory_order_acquire);
