@@ -2,6 +2,8 @@
 // backend and, in the same invocation, of the same shapes in PyTorch (Debian python3-torch, run by
 // src/bench/bench_ops_torch.py), with the ratio torch_time / upcycle_time (> 1: upcycle is faster).
 //   bench_ops [--threads N] [--iters I] [--python /usr/bin/python3] [--json out.jsonl]
+// Debian's PyTorch uses the pthread OpenBLAS, whose own pool ignores torch.set_num_threads and
+// fights the intra-op pool: run with OPENBLAS_NUM_THREADS=1 for PyTorch's faster setting.
 #include <omp.h>
 
 #include <algorithm>
@@ -18,14 +20,13 @@
 #include <vector>
 
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/backend/threads.hpp"
 #include "upcycle/nn/linear.hpp"
 #include "upcycle/nn/transformer_block.hpp"
 
 #ifndef UPCYCLE_SOURCE_DIR
 #define UPCYCLE_SOURCE_DIR "."
 #endif
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
@@ -150,8 +151,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
+  threads = configure_cpu_threads(threads);
 
   const std::vector<Case> cases = {
       linear_case(2048, 256, 1024),  linear_case(2048, 1024, 256), linear_case(1024, 768, 3072),
