@@ -1,0 +1,311 @@
+// bench_moe_train: training throughput of a Mixture-of-Experts ViT (the model of bench_train -- width
+// 64, depth 4, 4 heads, FFN 128, 4x4 patches on 28x28 one-channel images, batch 128 -- with every
+// other block's FFN (blocks 1 and 3) replaced by an MoE layer of E = 8 GELU-tanh experts of width
+// 128, top-2, renormalised gates, dropless) on the CPU backend, single process (P = 1), and in the
+// same invocation of the same model in PyTorch (src/bench/bench_moe_train_torch.py: the usual
+// loop over experts with index_select / index_add_). One step: forward, mean cross-entropy plus
+// the router losses of every MoE layer (load balancing 0.01 and z-loss 0.001, the moe.lb_weight /
+// moe.z_weight defaults), backward, global gradient-norm clipping and AdamW. Random images and
+// labels (four fixed batches cycled). Prints tokens/s of both (B * (1 + N) tokens per step) and the
+// ratio upcycle / torch; PyTorch runs as configured and with OPENBLAS_NUM_THREADS=1 (see
+// bench_train.cpp) and the ratio is taken against the faster.
+//   bench_moe_train [--threads N] [--steps S] [--warmup W] [--batch B] [--rounds R]
+//                   [--experts E] [--top-k K] [--no-torch] [--python /usr/bin/python3]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "upcycle/backend/backend.hpp"
+#include "upcycle/backend/threads.hpp"
+#include "upcycle/core/rng.hpp"
+#include "upcycle/moe/moe_layer.hpp"
+#include "upcycle/moe/router_losses.hpp"
+#include "upcycle/nn/vit.hpp"
+#include "upcycle/ops/elementwise.hpp"
+#include "upcycle/ops/loss.hpp"
+#include "upcycle/ops/shape.hpp"
+#include "upcycle/train/grad_reducer.hpp"
+#include "upcycle/train/optimizer.hpp"
+
+#ifndef UPCYCLE_SOURCE_DIR
+#define UPCYCLE_SOURCE_DIR "."
+#endif
+
+namespace {
+
+using namespace upcycle;
+
+struct Options {
+  int threads = 0, steps = 30, warmup = 5, rounds = 1;
+  std::int64_t batch = 128, experts = 8, top_k = 2;
+  double lr = 1e-3, weight_decay = 0.05, clip = 1.0, lb_weight = 0.01, z_weight = 0.001;
+  bool torch = true;
+  std::string python = "/usr/bin/python3";
+};
+
+nn::ViTConfig moe_vit(const Options& o) {
+  nn::ViTConfig v;
+  v.image_size = 28;
+  v.patch_size = 4;
+  v.channels = 1;
+  v.num_classes = 10;
+  v.depth = 4;
+  v.block.d_model = 64;
+  v.block.n_heads = 4;
+  v.block.d_ff = 128;
+  v.block.activation = nn::MlpActivation::gelu_tanh;
+  v.block.bias = true;
+  v.block.ln_eps = 1e-5;
+  v.block.init_std = 0.02;
+  v.block.residual_init_std = 0.02 / std::sqrt(2.0 * static_cast<double>(v.depth));
+  v.block.dropout = 0.0;
+  auto m = std::make_shared<moe::MoeConfig>();
+  m->d_model = v.block.d_model;
+  m->d_ff = v.block.d_ff;
+  m->num_experts = o.experts;
+  m->top_k = o.top_k;
+  m->renormalize = true;
+  m->capacity_factor = 0.0;
+  m->activation = v.block.activation;
+  m->bias = true;
+  m->init_std = v.block.init_std;
+  m->out_init_std = v.block.residual_init_std;
+  m->router_std = 0.02;
+  v.block.moe = m;
+  for (std::int64_t i = 1; i < v.depth; i += 2) v.moe_blocks.push_back(i);  // every_other
+  return v;
+}
+
+struct ImageBatch {
+  Tensor images, targets;
+};
+
+std::vector<ImageBatch> random_batches(const nn::ViTConfig& v, std::int64_t batch, int count) {
+  std::vector<ImageBatch> out;
+  for (int i = 0; i < count; ++i) {
+    ImageBatch b;
+    b.images = Tensor::empty({batch, v.channels, v.image_size, v.image_size});
+    backend_for(Device::cpu).normal(b.images, 1000 + static_cast<std::uint64_t>(i), 0, 0.0, 1.0);
+    std::vector<std::int64_t> labels(static_cast<std::size_t>(batch));
+    std::uint64_t s = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(i + 1);
+    for (auto& l : labels) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      l = static_cast<std::int64_t>((s >> 33) % static_cast<std::uint64_t>(v.num_classes));
+    }
+    b.targets = Tensor::from_vector<std::int64_t>(labels, {batch});
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+class MoeTrainer {
+ public:
+  MoeTrainer(const nn::ViTConfig& v, const Options& o)
+      : rng_(1234), model_(v, rng_), opt_(model_.named_parameters(), adamw_options(o)),
+        params_(model_.parameters()), opts_(o) {
+    model_.train(true);
+  }
+
+  // One training step; returns the cross-entropy loss.
+  double step(const ImageBatch& b) {
+    opt_.zero_grad();
+    Var ce = cross_entropy(model_.forward(b.images), b.targets);
+    Var aux;  // the router losses of every MoE layer, each of shape [1]
+    auto add = [&](const Var& term) { aux = aux.defined() ? aux + term : term; };
+    for (moe::MoeLayer* layer : model_.moe_layers()) {
+      const moe::MoeRouting& r = layer->last_routing();
+      if (opts_.lb_weight > 0) add(moe::load_balancing_loss(r.probs, r.indices, opts_.lb_weight));
+      if (opts_.z_weight > 0) add(moe::router_z_loss(r.logits, opts_.z_weight));
+    }
+    const Var total = aux.defined() ? ce + reshape(aux, ce.shape()) : ce;
+    total.backward();
+    for (moe::MoeLayer* layer : model_.moe_layers()) layer->clear_routing();
+    if (opts_.clip > 0) {
+      const double gnorm = grad_norm(params_);
+      if (gnorm > opts_.clip) scale_grads(params_, opts_.clip / gnorm);
+    }
+    opt_.step(opts_.lr);
+    return static_cast<double>(ce.value().item<float>());
+  }
+
+  std::int64_t num_parameters() const { return model_.num_parameters(); }
+
+ private:
+  static AdamWOptions adamw_options(const Options& o) {
+    AdamWOptions a;
+    a.weight_decay = o.weight_decay;
+    return a;
+  }
+
+  RngStream rng_;
+  nn::ViT model_;
+  AdamW opt_;
+  std::vector<Var> params_;
+  Options opts_;
+};
+
+struct Timing {
+  double median_s = 0, mean_s = 0, first_loss = 0, last_loss = 0;
+};
+
+Timing time_steps(const std::function<double(int)>& step, int warmup, int steps) {
+  Timing t;
+  std::vector<double> times;
+  for (int i = 0; i < warmup + steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double loss = step(i);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (i == 0) t.first_loss = loss;
+    t.last_loss = loss;
+    if (i >= warmup) times.push_back(s);
+  }
+  for (double s : times) t.mean_s += s / static_cast<double>(times.size());
+  std::sort(times.begin(), times.end());
+  t.median_s = times[times.size() / 2];
+  return t;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+double json_number(const std::string& line, const std::string& key) {
+  const auto at = line.find("\"" + key + "\": ");
+  if (at == std::string::npos) return NAN;
+  return std::stod(line.substr(at + key.size() + 4));
+}
+
+bool run_torch(const Options& o, const nn::ViTConfig& v, const std::string& env, Timing& out) {
+  std::ostringstream cfg;
+  cfg << "{\"image_size\": " << v.image_size << ", \"patch_size\": " << v.patch_size << ", \"channels\": " << v.channels
+      << ", \"num_classes\": " << v.num_classes << ", \"depth\": " << v.depth << ", \"d_model\": " << v.block.d_model
+      << ", \"heads\": " << v.block.n_heads << ", \"ffn\": " << v.block.d_ff << ", \"batch\": " << o.batch
+      << ", \"experts\": " << o.experts << ", \"top_k\": " << o.top_k << ", \"lb_weight\": " << o.lb_weight
+      << ", \"z_weight\": " << o.z_weight << ", \"lr\": " << o.lr << ", \"weight_decay\": " << o.weight_decay
+      << ", \"clip\": " << o.clip << "}";
+  const std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + shell_quote(o.python) + " " +
+                          shell_quote(std::string(UPCYCLE_SOURCE_DIR) + "/src/bench/bench_moe_train_torch.py") +
+                          " --threads " + std::to_string(o.threads) + " --steps " + std::to_string(o.steps) +
+                          " --warmup " + std::to_string(o.warmup) + " " + shell_quote(cfg.str());
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (!pipe) return false;
+  char line[1024];
+  bool found = false;
+  while (std::fgets(line, sizeof line, pipe)) {
+    const std::string s(line);
+    if (s.find("\"median_s\"") == std::string::npos) continue;
+    out.median_s = json_number(s, "median_s");
+    out.mean_s = json_number(s, "mean_s");
+    out.first_loss = json_number(s, "first_loss");
+    out.last_loss = json_number(s, "last_loss");
+    found = true;
+  }
+  if (::pclose(pipe) != 0 || !found) {
+    std::cerr << "bench_moe_train: the PyTorch peer failed (is python3-torch installed?)\n";
+    return false;
+  }
+  return true;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+int usage() {
+  std::cerr << "usage: bench_moe_train [--threads N] [--steps S] [--warmup W] [--batch B] [--rounds R]\n"
+               "                       [--experts E] [--top-k K] [--no-torch] [--python PATH]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "bench_moe_train: " << a << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--threads") o.threads = std::stoi(value());
+    else if (a == "--steps") o.steps = std::stoi(value());
+    else if (a == "--warmup") o.warmup = std::stoi(value());
+    else if (a == "--batch") o.batch = std::stoll(value());
+    else if (a == "--rounds") o.rounds = std::stoi(value());
+    else if (a == "--experts") o.experts = std::stoll(value());
+    else if (a == "--top-k") o.top_k = std::stoll(value());
+    else if (a == "--no-torch") o.torch = false;
+    else if (a == "--python") o.python = value();
+    else return usage();
+  }
+  if (o.steps < 1 || o.warmup < 0 || o.batch < 1 || o.rounds < 1 || o.experts < 1 || o.top_k < 1 ||
+      o.top_k > o.experts)
+    return usage();
+  o.threads = configure_cpu_threads(o.threads);
+
+  const nn::ViTConfig v = moe_vit(o);
+  const std::int64_t tokens = o.batch * (1 + v.num_patches());
+  const auto batches = random_batches(v, o.batch, 4);
+  MoeTrainer trainer(v, o);
+  std::printf("bench_moe_train: MoE ViT D%lld depth %lld H%lld F%lld patch %lld, MoE blocks 1,3 (E = %lld, top-%lld), "
+              "%lld parameters, batch %lld (%lld tokens/step), %d threads, median of %d steps after %d warm-up\n",
+              static_cast<long long>(v.block.d_model), static_cast<long long>(v.depth),
+              static_cast<long long>(v.block.n_heads), static_cast<long long>(v.block.d_ff),
+              static_cast<long long>(v.patch_size), static_cast<long long>(o.experts),
+              static_cast<long long>(o.top_k), static_cast<long long>(trainer.num_parameters()),
+              static_cast<long long>(o.batch), static_cast<long long>(tokens), o.threads, o.steps, o.warmup);
+  std::fflush(stdout);
+
+  auto row = [&](const char* name, const Timing& t) {
+    std::printf("%-22s %10.3f %10.3f %12.0f %9.4f %9.4f\n", name, t.median_s * 1e3, t.mean_s * 1e3,
+                static_cast<double>(tokens) / t.median_s, t.first_loss, t.last_loss);
+  };
+  std::vector<double> ratios, ours_ms, theirs_ms;
+  for (int round = 0; round < o.rounds; ++round) {
+    const Timing ours = time_steps(
+        [&](int i) { return trainer.step(batches[static_cast<std::size_t>(i) % batches.size()]); }, o.warmup, o.steps);
+    Timing torch_default, torch_blas1;
+    const bool have_default = o.torch && run_torch(o, v, "", torch_default);
+    const bool have_blas1 = o.torch && run_torch(o, v, "OPENBLAS_NUM_THREADS=1", torch_blas1);
+    const bool have_torch = have_default || have_blas1;
+    const Timing& theirs =
+        have_default && (!have_blas1 || torch_default.median_s <= torch_blas1.median_s) ? torch_default : torch_blas1;
+    const double ours_tps = static_cast<double>(tokens) / ours.median_s;
+    const double theirs_tps = have_torch ? static_cast<double>(tokens) / theirs.median_s : 0.0;
+    if (o.rounds > 1) std::printf("round %d of %d\n", round + 1, o.rounds);
+    std::printf("%-22s %10s %10s %12s %9s %9s\n", "", "step ms", "mean ms", "tokens/s", "loss0", "loss");
+    row("upcycle", ours);
+    if (have_default) row("torch", torch_default);
+    if (have_blas1) row("torch (OpenBLAS 1 thr)", torch_blas1);
+    if (have_torch) {
+      std::printf("ratio upcycle/torch tokens/s: %.3fx (against the faster torch run)\n", ours_tps / theirs_tps);
+      ratios.push_back(ours_tps / theirs_tps);
+      theirs_ms.push_back(theirs.median_s * 1e3);
+    }
+    ours_ms.push_back(ours.median_s * 1e3);
+    std::fflush(stdout);
+  }
+  if (o.rounds > 1) {
+    std::printf("median over %d rounds: upcycle %.3f ms/step (%.0f tokens/s)", o.rounds, median(ours_ms),
+                static_cast<double>(tokens) / (median(ours_ms) * 1e-3));
+    if (!ratios.empty())
+      std::printf(", torch %.3f ms/step (%.0f tokens/s), ratio upcycle/torch %.3fx", median(theirs_ms),
+                  static_cast<double>(tokens) / (median(theirs_ms) * 1e-3), median(ratios));
+    std::printf("\n");
+  }
+  return 0;
+}
