@@ -79,26 +79,6 @@ struct Frame {
 };
 thread_local std::vector<Frame> t_regions;
 
-const char* unary_name(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::neg: return "neg";
-    case UnaryOp::exp: return "exp";
-    case UnaryOp::log: return "log";
-    case UnaryOp::sqrt: return "sqrt";
-    case UnaryOp::rsqrt: return "rsqrt";
-    case UnaryOp::square: return "square";
-    case UnaryOp::abs: return "abs";
-    case UnaryOp::tanh: return "tanh";
-    case UnaryOp::sigmoid: return "sigmoid";
-    case UnaryOp::reciprocal: return "reciprocal";
-    case UnaryOp::relu: return "relu";
-    case UnaryOp::gelu_tanh: return "gelu_tanh";
-    case UnaryOp::gelu_erf: return "gelu_erf";
-    case UnaryOp::silu: return "silu";
-  }
-  return "?";
-}
-
 const char* binary_name(BinaryOp op) {
   switch (op) {
     case BinaryOp::add: return "add";
@@ -206,11 +186,11 @@ class ProfilingBackend final : public Backend {
   }
   void unary(UnaryOp op, const Tensor& x, Tensor& y) override {
     timed(k_unary, [&] { inner_.unary(op, x, y); },
-          [&] { return std::string("unary ") + unary_name(op) + " " + shape_str(x); });
+          [&] { return std::string("unary ") + unary_op_name(op) + " " + shape_str(x); });
   }
   void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx) override {
     timed(k_unary_backward, [&] { inner_.unary_backward(op, x, y, gy, gx); },
-          [&] { return std::string("unary_backward ") + unary_name(op) + " " + shape_str(gy); });
+          [&] { return std::string("unary_backward ") + unary_op_name(op) + " " + shape_str(gy); });
   }
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override {
     timed(k_binary, [&] { inner_.binary(op, a, b, out); },

@@ -24,4 +24,24 @@ Backend& backend_for(Device device) {
   return *b;
 }
 
+const char* unary_op_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::neg: return "neg";
+    case UnaryOp::exp: return "exp";
+    case UnaryOp::log: return "log";
+    case UnaryOp::sqrt: return "sqrt";
+    case UnaryOp::rsqrt: return "rsqrt";
+    case UnaryOp::square: return "square";
+    case UnaryOp::abs: return "abs";
+    case UnaryOp::tanh: return "tanh";
+    case UnaryOp::sigmoid: return "sigmoid";
+    case UnaryOp::reciprocal: return "reciprocal";
+    case UnaryOp::relu: return "relu";
+    case UnaryOp::gelu_tanh: return "gelu_tanh";
+    case UnaryOp::gelu_erf: return "gelu_erf";
+    case UnaryOp::silu: return "silu";
+  }
+  return "unary";
+}
+
 }  // namespace upcycle

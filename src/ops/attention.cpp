@@ -5,28 +5,9 @@
 
 #include <cmath>
 
-#include "upcycle/backend/backend.hpp"
+#include "upcycle/backend/gemm.hpp"
 
 namespace upcycle {
-
-namespace {
-// C[b] = alpha op(A[b]) op(B[b]) for b < batch, each operand packed densely per batch entry.
-void batched_gemm(Backend& be, std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, bool ta,
-                  bool tb, double alpha, const Tensor& a, const Tensor& b, Tensor& c) {
-  GemmDesc d;
-  d.batch = batch;
-  d.m = m;
-  d.n = n;
-  d.k = k;
-  d.trans_a = ta;
-  d.trans_b = tb;
-  d.stride_a = m * k;
-  d.stride_b = k * n;
-  d.stride_c = m * n;
-  d.alpha = alpha;
-  be.gemm(d, a, b, c);
-}
-}  // namespace
 
 Var scaled_dot_product_attention(const Var& q, const Var& k, const Var& v, bool causal) {
   const Shape& sq = q.shape();
@@ -48,12 +29,12 @@ Var scaled_dot_product_attention(const Var& q, const Var& k, const Var& v, bool 
   Tensor p = Tensor::empty(p_shape, qv.dtype(), qv.device());
   {
     Tensor scores = Tensor::empty(p_shape, qv.dtype(), qv.device());
-    batched_gemm(be, heads, t, s, dh, false, true, scale, qv, kv, scores);  // scale q k^T
+    packed_batched_gemm(be, heads, t, s, dh, false, true, scale, qv, kv, scores);  // scale q k^T
     if (causal && t * s > 0) be.causal_mask(scores, t, s);
     be.softmax(scores, p);
   }
   Tensor out = Tensor::empty(sq, qv.dtype(), qv.device());
-  batched_gemm(be, heads, t, dh, s, false, false, 1.0, p, vv, out);  // P v
+  packed_batched_gemm(be, heads, t, dh, s, false, false, 1.0, p, vv, out);  // P v
   // Keep what the needed gradients read: dq reads k, dk reads q, both read v (through dP).
   const bool need_qk = q.requires_grad() || k.requires_grad();
   Tensor keep_q = k.requires_grad() ? qv : Tensor(), keep_k = q.requires_grad() ? kv : Tensor();
@@ -65,7 +46,7 @@ Var scaled_dot_product_attention(const Var& q, const Var& k, const Var& v, bool 
         Backend& b = backend_of(gout);
         if (sink.needs(2)) {  // dV = P^T dO
           Tensor gv = Tensor::empty(k_shape, gout.dtype(), gout.device());
-          batched_gemm(b, heads, s, dh, t, true, false, 1.0, p, gout, gv);
+          packed_batched_gemm(b, heads, s, dh, t, true, false, 1.0, p, gout, gv);
           sink.add(2, gv);
         }
         if (!sink.needs(0) && !sink.needs(1)) return;
@@ -73,17 +54,17 @@ Var scaled_dot_product_attention(const Var& q, const Var& k, const Var& v, bool 
         Tensor gs = Tensor::empty(p_shape, gout.dtype(), gout.device());
         {
           Tensor gp = Tensor::empty(p_shape, gout.dtype(), gout.device());
-          batched_gemm(b, heads, t, s, dh, false, true, 1.0, gout, keep_v, gp);
+          packed_batched_gemm(b, heads, t, s, dh, false, true, 1.0, gout, keep_v, gp);
           b.softmax_backward(p, gp, gs);
         }
         if (sink.needs(0)) {  // dQ = scale dS K
           Tensor gq = Tensor::empty(gout.shape(), gout.dtype(), gout.device());
-          batched_gemm(b, heads, t, dh, s, false, false, scale, gs, keep_k, gq);
+          packed_batched_gemm(b, heads, t, dh, s, false, false, scale, gs, keep_k, gq);
           sink.add(0, gq);
         }
         if (sink.needs(1)) {  // dK = scale dS^T Q
           Tensor gk = Tensor::empty(k_shape, gout.dtype(), gout.device());
-          batched_gemm(b, heads, s, dh, t, true, false, scale, gs, keep_q, gk);
+          packed_batched_gemm(b, heads, s, dh, t, true, false, scale, gs, keep_q, gk);
           sink.add(1, gk);
         }
       });

@@ -5,28 +5,12 @@
 
 #include <cmath>
 
-#include "upcycle/backend/backend.hpp"
+#include "upcycle/backend/gemm.hpp"
 
 namespace upcycle {
 
 namespace {
 
-// C[b] = alpha op(A[b]) op(B[b]) for b < batch, each operand packed densely per batch entry.
-void batched_gemm(Backend& be, std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, bool ta,
-                  bool tb, double alpha, const Tensor& a, const Tensor& b, Tensor& c) {
-  GemmDesc d;
-  d.batch = batch;
-  d.m = m;
-  d.n = n;
-  d.k = k;
-  d.trans_a = ta;
-  d.trans_b = tb;
-  d.stride_a = m * k;
-  d.stride_b = k * n;
-  d.stride_c = m * n;
-  d.alpha = alpha;
-  be.gemm(d, a, b, c);
-}
 
 // Part i (0 = q, 1 = k, 2 = v) of a [3, B, H, T, Dh] block, as a [B, H, T, Dh] view.
 Tensor part(const Tensor& block, int i, const Shape& head_shape) {
@@ -61,12 +45,12 @@ Var packed_qkv_attention(const Var& qkv, std::int64_t heads, bool causal) {
   Tensor p = Tensor::empty(p_shape, dt, dev);
   {
     Tensor scores = Tensor::empty(p_shape, dt, dev);
-    batched_gemm(be, bh, T, T, Dh, false, true, scale, q, k, scores);  // scale q k^T
+    packed_batched_gemm(be, bh, T, T, Dh, false, true, scale, q, k, scores);  // scale q k^T
     if (causal && T > 0) be.causal_mask(scores, T, T);
     be.softmax(scores, p);
   }
   Tensor o = Tensor::empty(head_shape, dt, dev);
-  batched_gemm(be, bh, T, Dh, T, false, false, 1.0, p, v, o);  // P v
+  packed_batched_gemm(be, bh, T, Dh, T, false, false, 1.0, p, v, o);  // P v
   // Merge the heads: [B, H, T, Dh] -> [B, T, H, Dh] = [B, T, D].
   Tensor out = Tensor::empty({B, T, D}, dt, dev);
   {
@@ -91,16 +75,16 @@ Var packed_qkv_attention(const Var& qkv, std::int64_t heads, bool causal) {
         // dq, dk, dv go straight into their parts of one [3, B, H, T, Dh] block.
         Tensor gblock = Tensor::empty({3, B, H, T, Dh}, gdt, gdev);
         Tensor gq = part(gblock, 0, head_shape), gk = part(gblock, 1, head_shape), gv = part(gblock, 2, head_shape);
-        batched_gemm(b, bh, T, Dh, T, true, false, 1.0, p, go, gv);  // dV = P^T dO
+        packed_batched_gemm(b, bh, T, Dh, T, true, false, 1.0, p, go, gv);  // dV = P^T dO
         // dS = softmax_backward(P, dO V^T); the 1/sqrt(Dh) of dS is folded into the GEMMs below.
         Tensor gs = Tensor::empty(p_shape, gdt, gdev);
         {
           Tensor gp = Tensor::empty(p_shape, gdt, gdev);
-          batched_gemm(b, bh, T, T, Dh, false, true, 1.0, go, v, gp);
+          packed_batched_gemm(b, bh, T, T, Dh, false, true, 1.0, go, v, gp);
           b.softmax_backward(p, gp, gs);
         }
-        batched_gemm(b, bh, T, Dh, T, false, false, scale, gs, k, gq);  // dQ = scale dS K
-        batched_gemm(b, bh, T, Dh, T, true, false, scale, gs, q, gk);   // dK = scale dS^T Q
+        packed_batched_gemm(b, bh, T, Dh, T, false, false, scale, gs, k, gq);  // dQ = scale dS K
+        packed_batched_gemm(b, bh, T, Dh, T, true, false, scale, gs, q, gk);   // dK = scale dS^T Q
         // [3, B, H, T, Dh] -> [B, T, 3, H, Dh] = qkv's layout.
         Tensor gqkv = Tensor::empty(qkv_shape, gdt, gdev);
         {

@@ -5,6 +5,7 @@
 #include "upcycle/data/fashion_mnist.hpp"
 #include "upcycle/ops/loss.hpp"
 #include "upcycle/train/task.hpp"
+#include "sharded_eval.hpp"
 #include "task_factories.hpp"
 
 namespace upcycle {
@@ -65,47 +66,30 @@ class ImageClassificationTask final : public Task {
   }
 
   std::map<std::string, double> evaluate(Communicator& comm) override {
-    NoGradGuard no_grad;
-    const bool was_training = model_.training();
-    model_.eval();
-    // Contiguous shards of the test set; counts and loss sums are all-reduced.
-    const std::int64_t n = test_.count, per = (n + comm.size() - 1) / comm.size();
-    const std::int64_t begin = std::min(n, comm.rank() * per), end = std::min(n, begin + per);
-    constexpr std::int64_t kChunk = 500;
     double sums[3] = {0, 0, 0};  // correct, loss sum, count
-    std::vector<std::int64_t> idx;
-    // An MoE forward is collective over the expert-parallel group: every rank runs the same
-    // number of chunks, a rank without test rows left runs one example and ignores it.
-    const bool moe = !model_.moe_layers().empty();
-    const std::int64_t chunks = moe ? (per + kChunk - 1) / kChunk : 0;
-    for (std::int64_t c = 0; c < chunks; ++c) {
-      if (begin + c * kChunk < end) continue;
-      model_.forward(make_batch(test_, {0}).inputs);
-    }
-    for (std::int64_t s = begin; s < end; s += kChunk) {
-      idx.clear();
-      for (std::int64_t i = s; i < std::min(end, s + kChunk); ++i) idx.push_back(i);
-      const Batch b = make_batch(test_, idx);
-      const Var logits = model_.forward(b.inputs);
-      const Tensor& l = logits.value();
-      const std::int64_t classes = l.dim(1);
-      const float* pl = l.data<float>();
-      for (std::size_t r = 0; r < idx.size(); ++r) {
-        const float* row = pl + static_cast<std::int64_t>(r) * classes;
-        std::int64_t best = 0;
-        for (std::int64_t c = 1; c < classes; ++c)
-          if (row[c] > row[best]) best = c;
-        sums[0] += best == b.targets.data<std::int64_t>()[r] ? 1.0 : 0.0;
-      }
-      sums[1] += static_cast<double>(cross_entropy(logits, b.targets).value().item<float>()) *
-                 static_cast<double>(idx.size());
-      sums[2] += static_cast<double>(idx.size());
-    }
+    run_sharded_eval(
+        model_, model_.moe_layers(), comm, test_.count, 500,
+        [&](const std::vector<std::int64_t>& idx) {
+          const Batch b = make_batch(test_, idx);
+          const Var logits = model_.forward(b.inputs);
+          const Tensor& l = logits.value();
+          const std::int64_t classes = l.dim(1);
+          const float* pl = l.data<float>();
+          for (std::size_t r = 0; r < idx.size(); ++r) {
+            const float* row = pl + static_cast<std::int64_t>(r) * classes;
+            std::int64_t best = 0;
+            for (std::int64_t c = 1; c < classes; ++c)
+              if (row[c] > row[best]) best = c;
+            sums[0] += best == b.targets.data<std::int64_t>()[r] ? 1.0 : 0.0;
+          }
+          sums[1] += static_cast<double>(cross_entropy(logits, b.targets).value().item<float>()) *
+                     static_cast<double>(idx.size());
+          sums[2] += static_cast<double>(idx.size());
+        },
+        [&] { model_.forward(make_batch(test_, {0}).inputs); });
     Tensor t = Tensor::from_vector<double>({sums[0], sums[1], sums[2]}, {3});
     comm.all_reduce(t);
     const auto v = t.to_vector<double>();
-    for (auto* layer : model_.moe_layers()) layer->clear_routing();
-    model_.train(was_training);
     return {{"accuracy", v[0] / v[2]}, {"val_loss", v[1] / v[2]}};
   }
 

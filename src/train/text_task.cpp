@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "model_config.hpp"
+#include "sharded_eval.hpp"
 #include "task_factories.hpp"
 #include "upcycle/data/text_corpus.hpp"
 #include "upcycle/ops/loss.hpp"
@@ -44,36 +45,20 @@ class LanguageModelTask final : public Task {
   }
 
   std::map<std::string, double> evaluate(Communicator& comm) override {
-    NoGradGuard no_grad;
-    const bool was_training = model_.training();
-    model_.eval();
     // Every non-overlapping validation window once, sharded contiguously over the ranks.
-    const std::int64_t n = windows(corpus_.val), per = (n + comm.size() - 1) / comm.size();
-    const std::int64_t begin = std::min(n, comm.rank() * per), end = std::min(n, begin + per);
-    constexpr std::int64_t kChunk = 16;
     double sums[2] = {0, 0};  // loss sum over predicted bytes, bytes
-    std::vector<std::int64_t> idx;
-    // An MoE forward is collective over the expert-parallel group: every rank runs the same
-    // number of chunks, a rank without windows left runs one and ignores it.
-    const bool moe = !model_.moe_layers().empty();
-    const std::int64_t chunks = moe ? (per + kChunk - 1) / kChunk : 0;
-    for (std::int64_t c = 0; c < chunks; ++c) {
-      if (begin + c * kChunk < end) continue;
-      model_.forward(make_batch(corpus_.val, {0}).inputs);
-    }
-    for (std::int64_t s = begin; s < end; s += kChunk) {
-      idx.clear();
-      for (std::int64_t i = s; i < std::min(end, s + kChunk); ++i) idx.push_back(i);
-      const Batch b = make_batch(corpus_.val, idx);
-      const double bytes = static_cast<double>(b.targets.numel());
-      sums[0] += static_cast<double>(cross_entropy(model_.forward(b.inputs), b.targets).value().item<float>()) * bytes;
-      sums[1] += bytes;
-    }
+    run_sharded_eval(
+        model_, model_.moe_layers(), comm, windows(corpus_.val), 16,
+        [&](const std::vector<std::int64_t>& idx) {
+          const Batch b = make_batch(corpus_.val, idx);
+          const double bytes = static_cast<double>(b.targets.numel());
+          sums[0] += static_cast<double>(cross_entropy(model_.forward(b.inputs), b.targets).value().item<float>()) * bytes;
+          sums[1] += bytes;
+        },
+        [&] { model_.forward(make_batch(corpus_.val, {0}).inputs); });
     Tensor t = Tensor::from_vector<double>({sums[0], sums[1]}, {2});
     comm.all_reduce(t);
     const auto v = t.to_vector<double>();
-    for (auto* layer : model_.moe_layers()) layer->clear_routing();
-    model_.train(was_training);
     const double loss = v[1] > 0 ? v[0] / v[1] : NAN;
     return {{"val_loss", loss}, {"bits_per_byte", loss / std::log(2.0)}};
   }
