@@ -13,8 +13,11 @@
 // thread per core) ignores set_num_threads: with N = 1 its GEMMs still use every core, with N > 1
 // the two pools oversubscribe the cores. The ratio is taken against the faster of the two runs.
 //   bench_train [--threads N] [--steps S] [--warmup W] [--batch B] [--rounds R]
-//               [--profile-steps P] [--detail] [--no-torch] [--python /usr/bin/python3]
-//               [--json out.jsonl]
+//               [--experts E] [--top-k K] [--profile-steps P] [--detail] [--no-torch]
+//               [--python /usr/bin/python3] [--json out.jsonl]
+// --experts E > 0 makes every other block (1, 3, ...) an MoE layer with E experts, top-k routing
+// (renormalised gates, dropless, one process), and adds the load-balancing (0.01) and z (0.001)
+// router losses, on both sides.
 // --rounds R repeats the whole measurement (upcycle, then both torch runs) R times, one after the
 // other so that each ratio compares runs taken close in time on a shared machine, and reports the
 // median ratio.
@@ -27,6 +30,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -35,6 +39,8 @@
 #include "upcycle/backend/profiling.hpp"
 #include "upcycle/backend/threads.hpp"
 #include "upcycle/core/rng.hpp"
+#include "upcycle/moe/router_losses.hpp"
+#include "upcycle/ops/elementwise.hpp"
 #include "upcycle/nn/vit.hpp"
 #include "upcycle/ops/loss.hpp"
 #include "upcycle/train/grad_reducer.hpp"
@@ -50,14 +56,15 @@ using namespace upcycle;
 
 struct Options {
   int threads = 0, steps = 30, warmup = 5, profile_steps = 10, rounds = 1;
-  std::int64_t batch = 128;
-  double lr = 1e-3, weight_decay = 0.05, clip = 1.0;
+  std::int64_t batch = 128, experts = 0, top_k = 2;
+  double lr = 1e-3, weight_decay = 0.05, clip = 1.0, lb_weight = 0.01, z_weight = 0.001;
   bool torch = true, detail = false;
   std::string python = "/usr/bin/python3", json_path;
 };
 
-// The model of configs/fashion_vit_tiny.ini with the schema's defaults for what it leaves out.
-nn::ViTConfig main_job_vit() {
+// The model of configs/fashion_vit_tiny.ini at 4x4 patches, with the schema's defaults for what it
+// leaves out; with experts, every other block's FFN is an MoE layer.
+nn::ViTConfig main_job_vit(const Options& o) {
   nn::ViTConfig v;
   v.image_size = 28;
   v.patch_size = 4;
@@ -73,6 +80,22 @@ nn::ViTConfig main_job_vit() {
   v.block.init_std = 0.02;
   v.block.residual_init_std = 0.02 / std::sqrt(2.0 * static_cast<double>(v.depth));
   v.block.dropout = 0.0;
+  if (o.experts > 0) {
+    auto m = std::make_shared<moe::MoeConfig>();
+    m->d_model = v.block.d_model;
+    m->d_ff = v.block.d_ff;
+    m->num_experts = o.experts;
+    m->top_k = o.top_k;
+    m->renormalize = true;
+    m->capacity_factor = 0.0;
+    m->activation = v.block.activation;
+    m->bias = true;
+    m->init_std = v.block.init_std;
+    m->out_init_std = v.block.residual_init_std;
+    m->router_std = 0.02;
+    v.block.moe = m;
+    for (std::int64_t i = 1; i < v.depth; i += 2) v.moe_blocks.push_back(i);
+  }
   return v;
 }
 
@@ -114,10 +137,17 @@ class Trainer {
       profile::Region r("forward");
       loss = cross_entropy(model_.forward(b.images), b.targets);
     }
+    Var total = loss;
+    for (moe::MoeLayer* layer : model_.moe_layers()) {  // the router losses, as the trainer adds them
+      const moe::MoeRouting& r = layer->last_routing();
+      if (opts_.lb_weight > 0) total = total + moe::load_balancing_loss(r.probs, r.indices, opts_.lb_weight);
+      if (opts_.z_weight > 0) total = total + moe::router_z_loss(r.logits, opts_.z_weight);
+    }
     {
       profile::Region r("backward");
-      loss.backward();
+      total.backward();
     }
+    for (moe::MoeLayer* layer : model_.moe_layers()) layer->clear_routing();
     {
       profile::Region r("clip");
       if (opts_.clip > 0) {
@@ -187,7 +217,9 @@ bool run_torch(const Options& o, const nn::ViTConfig& v, const std::string& env,
   cfg << "{\"image_size\": " << v.image_size << ", \"patch_size\": " << v.patch_size << ", \"channels\": " << v.channels
       << ", \"num_classes\": " << v.num_classes << ", \"depth\": " << v.depth << ", \"d_model\": " << v.block.d_model
       << ", \"heads\": " << v.block.n_heads << ", \"ffn\": " << v.block.d_ff << ", \"batch\": " << o.batch
-      << ", \"lr\": " << o.lr << ", \"weight_decay\": " << o.weight_decay << ", \"clip\": " << o.clip << "}";
+      << ", \"experts\": " << o.experts << ", \"top_k\": " << o.top_k << ", \"lb_weight\": " << o.lb_weight
+      << ", \"z_weight\": " << o.z_weight << ", \"lr\": " << o.lr << ", \"weight_decay\": " << o.weight_decay
+      << ", \"clip\": " << o.clip << "}";
   const std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + shell_quote(o.python) + " " +
                           shell_quote(std::string(UPCYCLE_SOURCE_DIR) + "/src/bench/bench_train_torch.py") +
                           " --threads " + std::to_string(o.threads) + " --steps " + std::to_string(o.steps) +
@@ -215,7 +247,8 @@ bool run_torch(const Options& o, const nn::ViTConfig& v, const std::string& env,
 
 int usage() {
   std::cerr << "usage: bench_train [--threads N] [--steps S] [--warmup W] [--batch B] [--rounds R]\n"
-               "                   [--profile-steps P] [--detail] [--no-torch] [--python PATH] [--json FILE]\n";
+               "                   [--experts E] [--top-k K] [--profile-steps P] [--detail] [--no-torch]\n"
+               "                   [--python PATH] [--json FILE]\n";
   return 2;
 }
 
@@ -237,6 +270,8 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = std::stoi(value());
     else if (a == "--batch") o.batch = std::stoll(value());
     else if (a == "--rounds") o.rounds = std::stoi(value());
+    else if (a == "--experts") o.experts = std::stoll(value());
+    else if (a == "--top-k") o.top_k = std::stoll(value());
     else if (a == "--profile-steps") o.profile_steps = std::stoi(value());
     else if (a == "--detail") o.detail = true;
     else if (a == "--no-torch") o.torch = false;
@@ -244,13 +279,18 @@ int main(int argc, char** argv) {
     else if (a == "--json") o.json_path = value();
     else return usage();
   }
-  if (o.steps < 1 || o.warmup < 0 || o.batch < 1 || o.profile_steps < 0 || o.rounds < 1) return usage();
+  if (o.steps < 1 || o.warmup < 0 || o.batch < 1 || o.profile_steps < 0 || o.rounds < 1 || o.experts < 0 ||
+      (o.experts > 0 && (o.top_k < 1 || o.top_k > o.experts)))
+    return usage();
   o.threads = configure_cpu_threads(o.threads);
 
-  const nn::ViTConfig v = main_job_vit();
+  const nn::ViTConfig v = main_job_vit(o);
   const std::int64_t tokens = o.batch * (1 + v.num_patches());
   const auto batches = random_batches(v, o.batch, 4);
   Trainer trainer(v, o);
+  if (o.experts > 0)
+    std::printf("bench_train: MoE in blocks 1, 3, ...: %lld experts, top-%lld\n", static_cast<long long>(o.experts),
+                static_cast<long long>(o.top_k));
   std::printf("bench_train: ViT D%lld depth %lld H%lld F%lld patch %lld, %lld parameters, batch %lld "
               "(%lld tokens/step), %d threads, median of %d steps after %d warm-up%s\n",
               static_cast<long long>(v.block.d_model), static_cast<long long>(v.depth),
@@ -292,7 +332,7 @@ int main(int argc, char** argv) {
     ours_ms.push_back(ours.median_s * 1e3);
     std::fflush(stdout);
     if (json) {
-      json << "{\"bench\": \"train_vit_tiny\", \"round\": " << round << ", \"threads\": " << o.threads
+      json << "{\"bench\": \"train_vit_tiny\", \"experts\": " << o.experts << ", \"round\": " << round << ", \"threads\": " << o.threads
            << ", \"batch\": " << o.batch << ", \"tokens_per_step\": " << tokens
            << ", \"upcycle_step_ms\": " << ours.median_s * 1e3 << ", \"upcycle_tokens_per_s\": " << ours_tps
            << ", \"torch_step_ms\": " << (have_torch ? theirs.median_s * 1e3 : 0.0)
