@@ -15,7 +15,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev hdf5-tools
   libboost-program-options-dev libboost-math-dev
-  libopenblas-dev liblapacke-dev
+  libopenblas-dev liblapacke-dev libfaiss-dev
   libgtest-dev zlib1g-dev
   dataset-fashion-mnist fortunes
   python3-torch python3-h5py python3-numpy python3-scipy python3-matplotlib

@@ -47,6 +47,14 @@ const std::vector<ConfigRule>& config_rules() {
                        show(c, "model.ffn_width") + " is not divisible by " + show(c, "upcycle.granularity") +
                            " with " + show(c, "upcycle.method"));
        }},
+      {"moe.expert_ffn_width = model.ffn_width / upcycle.granularity when set and upcycle.method = granular",
+       [](const Config& c) {
+         const auto w = c.get_int("moe.expert_ffn_width");
+         return unless(w == 0 || c.get_string("upcycle.method") != "granular" ||
+                           w * c.get_int("upcycle.granularity") == c.get_int("model.ffn_width"),
+                       show(c, "moe.expert_ffn_width") + " must be " + show(c, "model.ffn_width") + " / " +
+                           show(c, "upcycle.granularity") + " (or 0) with upcycle.method = granular");
+       }},
       {"moe.block_list is set exactly when moe.blocks = list",
        [](const Config& c) {
          const bool is_list = c.get_string("moe.blocks") == "list";

@@ -68,6 +68,13 @@ const std::vector<ConfigKey>& config_schema() {
       {"moe", "block_list", T::IntList, "", at_least(0), nullptr,
        "0-based block indices that become MoE when moe.blocks = list."},
       {"moe", "num_experts", T::Int, "8", at_least(1), nullptr, "Experts E per MoE block."},
+      {"moe", "expert_ffn_width", T::Int, "0", at_least(0), nullptr,
+       "Hidden units per expert; 0 = model.ffn_width, or model.ffn_width / upcycle.granularity with "
+       "upcycle.method = granular (fine-grained experts)."},
+      {"moe", "init", T::String, "auto", kAnyValue, nullptr,
+       "Where stage moe starts when checkpoint.resume is empty: auto (the upcycled checkpoint when run.stages "
+       "has upcycle before moe, else random), random, upcycled (run.dir/checkpoints/upcycle/upcycled.h5), or "
+       "the path of an MoE checkpoint (weights only; optimiser and step start fresh)."},
       {"moe", "top_k", T::Int, "2", at_least(1), nullptr, "Experts k each token is routed to."},
       {"moe", "renormalize", T::Bool, "true", kAnyValue, nullptr,
        "Renormalise the top-k gates to sum to 1 (sparse upcycling then equals the dense model)."},
@@ -85,6 +92,8 @@ const std::vector<ConfigKey>& config_schema() {
        "Dense checkpoint to upcycle; empty = the dense stage's final checkpoint in run.dir."},
       {"upcycle", "calib_tokens", T::Int, "65536", at_least(1), nullptr,
        "cluster: calibration tokens, sharded over all ranks."},
+      {"upcycle", "calib_token_frac", T::Float, "0.25", left_open(0, 1), nullptr,
+       "cluster: share of each batch's tokens kept for calibration (more samples for the same memory)."},
       {"upcycle", "kmeans_iters", T::Int, "25", at_least(1), nullptr,
        "cluster: most Lloyd iterations (stops early when no assignment changes)."},
       {"upcycle", "kmeans_init_sample", T::Int, "8192", at_least(1), nullptr,

@@ -61,6 +61,7 @@ Var TransformerBlock::residual_dropout(const Var& branch, RngStream* rng) const 
 Var TransformerBlock::forward(const Var& x, RngStream* dropout_rng) const {
   const Var h = x + residual_dropout(attn.forward(ln1.forward(x)), dropout_rng);
   const Var u = ln2.forward(h);
+  if (ffn_input_observer) ffn_input_observer(u.value());
   return h + residual_dropout(moe ? moe->forward(u) : mlp->forward(u), dropout_rng);
 }
 

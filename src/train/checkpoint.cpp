@@ -167,27 +167,42 @@ void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimize
   if (state) *state = loaded;
 }
 
-std::string step_checkpoint_path(const std::string& run_dir, std::int64_t step) {
+std::string stage_checkpoint_dir(const std::string& run_dir, const std::string& stage) {
+  return (fs::path(run_dir) / "checkpoints" / stage).string();
+}
+
+std::string step_checkpoint_path(const std::string& checkpoint_dir, std::int64_t step) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%07lld.h5", static_cast<long long>(step));
-  return (fs::path(run_dir) / "checkpoints" / name).string();
+  return (fs::path(checkpoint_dir) / name).string();
 }
 
-std::string latest_checkpoint_path(const std::string& run_dir) {
-  return (fs::path(run_dir) / "checkpoints" / "latest.h5").string();
+std::string latest_checkpoint_path(const std::string& checkpoint_dir) {
+  return (fs::path(checkpoint_dir) / "latest.h5").string();
 }
 
-void save_run_checkpoint(const std::string& run_dir, std::int64_t keep, const Config& cfg, const nn::Module& model,
-                         const AdamW* optimizer, const TrainState& state, const CheckpointShards* shards) {
-  const std::string step_path = step_checkpoint_path(run_dir, state.step);
-  save_checkpoint(step_path, cfg, model, optimizer, state, shards);
-  // latest.h5 is a symlink to the newest step file, replaced by an atomic rename.
-  const fs::path latest = latest_checkpoint_path(run_dir);
-  const fs::path tmp_link = latest.parent_path() / (".latest.tmp-" + std::to_string(::getpid()));
+namespace {
+// Points `link` at `target` (a path relative to the link's folder), replacing it by a rename so a
+// reader sees the old or the new link, never none.
+void replace_symlink(const fs::path& link, const fs::path& target) {
+  const fs::path tmp_link = link.parent_path() / ("." + link.filename().string() + ".tmp-" + std::to_string(::getpid()));
   std::error_code ec;
   fs::remove(tmp_link, ec);
-  fs::create_symlink(fs::path(step_path).filename(), tmp_link);
-  fs::rename(tmp_link, latest);
+  fs::create_symlink(target, tmp_link);
+  fs::rename(tmp_link, link);
+}
+}  // namespace
+
+void save_run_checkpoint(const std::string& checkpoint_dir, std::int64_t keep, const Config& cfg,
+                         const nn::Module& model, const AdamW* optimizer, const TrainState& state,
+                         const CheckpointShards* shards) {
+  const fs::path step_path = step_checkpoint_path(checkpoint_dir, state.step);
+  save_checkpoint(step_path.string(), cfg, model, optimizer, state, shards);
+  const fs::path latest = latest_checkpoint_path(checkpoint_dir);
+  replace_symlink(latest, step_path.filename());
+  const fs::path folder = fs::path(checkpoint_dir).lexically_normal();
+  replace_symlink(folder.parent_path() / "latest.h5", folder.filename() / step_path.filename());
+  std::error_code ec;
   if (keep <= 0) return;
   std::vector<fs::path> steps;
   for (const auto& e : fs::directory_iterator(latest.parent_path())) {

@@ -35,9 +35,15 @@ class ImageClassificationTask final : public Task {
 
   nn::Module& model() override { return model_; }
   ShardedSampler& sampler() override { return sampler_; }
+  nn::ModuleList<nn::TransformerBlock>& blocks() override { return model_.blocks; }
   std::string headline_metric() const override { return "accuracy"; }
 
-  Batch next_batch() override { return make_batch(train_, sampler_.next()); }
+  Batch next_batch() override {
+    std::vector<std::int64_t> ids = sampler_.next();
+    Batch b = make_batch(train_, ids);
+    b.sample_ids = std::move(ids);
+    return b;
+  }
 
   std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const override {
     std::vector<std::pair<std::string, moe::MoeLayer*>> out;

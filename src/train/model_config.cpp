@@ -25,11 +25,18 @@ nn::TransformerBlockConfig block_config_from(const Config& cfg) {
   return b;
 }
 
+std::int64_t expert_ffn_width_from(const Config& cfg) {
+  const std::int64_t w = cfg.get_int("moe.expert_ffn_width");
+  if (w > 0) return w;
+  const std::int64_t f = cfg.get_int("model.ffn_width");
+  return cfg.get_string("upcycle.method") == "granular" ? f / cfg.get_int("upcycle.granularity") : f;
+}
+
 moe::MoeConfig moe_config_from(const Config& cfg) {
   const nn::TransformerBlockConfig b = block_config_from(cfg);
   moe::MoeConfig m;
   m.d_model = b.d_model;
-  m.d_ff = b.d_ff;
+  m.d_ff = expert_ffn_width_from(cfg);
   m.num_experts = cfg.get_int("moe.num_experts");
   m.top_k = cfg.get_int("moe.top_k");
   m.renormalize = cfg.get_bool("moe.renormalize");

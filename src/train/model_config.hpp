@@ -14,9 +14,12 @@ nn::TransformerBlockConfig block_config_from(const Config& cfg);
 nn::ViTConfig vit_config_from(const Config& cfg, const TaskOptions& options = {});
 nn::GPTConfig gpt_config_from(const Config& cfg, const TaskOptions& options = {});
 
-// [moe] keys -> the MoE layer config (d_ff = model.ffn_width, activation as the dense FFN, expert
-// init as the dense FFN's, router std = upcycle.router_std).
+// [moe] keys -> the MoE layer config (d_ff = expert_ffn_width_from, activation as the dense FFN,
+// expert init as the dense FFN's, router std = upcycle.router_std).
 moe::MoeConfig moe_config_from(const Config& cfg);
+// Hidden units per expert: moe.expert_ffn_width, or when 0 model.ffn_width (model.ffn_width /
+// upcycle.granularity with upcycle.method = granular: each expert is one shard of the dense FFN).
+std::int64_t expert_ffn_width_from(const Config& cfg);
 // The 0-based MoE block indices of moe.blocks: every_other = 1, 3, 5, ...; all; list = moe.block_list.
 std::vector<std::int64_t> moe_block_indices_from(const Config& cfg);
 

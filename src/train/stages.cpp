@@ -2,11 +2,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <functional>
+#include <iostream>
 
 #include "upcycle/io/metrics.hpp"
 #include "upcycle/train/moe_training.hpp"
 #include "upcycle/train/trainer.hpp"
+#include "upcycle/train/upcycle_stage.hpp"
 
 namespace upcycle {
 
@@ -39,8 +42,27 @@ void run_dense(const Config& cfg, std::shared_ptr<Communicator> world) {
   write_report(cfg, *world, "dense", trainer.run());
 }
 
+// The MoE checkpoint stage moe starts from when it does not resume: "" = random initialisation.
+std::string moe_init_path(const Config& cfg) {
+  const std::string& init = cfg.get_string("moe.init");
+  const std::string upcycled = upcycled_checkpoint_path(cfg.get_string("run.dir"));
+  if (init == "random") return "";
+  if (init == "auto") {
+    const auto& stages = cfg.get_string_list("run.stages");
+    const auto up = std::find(stages.begin(), stages.end(), "upcycle");
+    return up != stages.end() && std::find(up, stages.end(), "moe") != stages.end() ? upcycled : "";
+  }
+  const std::string path = init == "upcycled" ? upcycled : init;
+  if (!fs::exists(path))
+    UPCYCLE_USAGE_ERROR("moe.init = ", init, ": the MoE checkpoint ", path,
+                        " does not exist; write it with the upcycle stage (run.stages = upcycle,moe) or set moe.init = "
+                        "random");
+  return path;
+}
+
 // Trains the MoE model of the config: from checkpoint.resume (an MoE checkpoint, any expert-parallel
-// size) or, when none is given, from random initialisation (run.seed).
+// size), else from moe.init (the upcycled checkpoint: weights only, fresh optimiser, step 0), else
+// from random initialisation (run.seed).
 void run_moe(const Config& cfg, std::shared_ptr<Communicator> world) {
   const int P = expert_parallel_size(cfg, world->size());
   const ProcessGroups groups = make_process_groups(world, P);
@@ -48,6 +70,16 @@ void run_moe(const Config& cfg, std::shared_ptr<Communicator> world) {
   options.moe = true;
   options.expert_parallel = groups.expert_parallel;
   auto task = make_task(cfg, *world, options);
+  if (cfg.get_string("checkpoint.resume").empty()) {
+    const std::string init = moe_init_path(cfg);
+    if (!init.empty()) {
+      CheckpointLoadOptions lo;
+      lo.expert_shard = groups.expert_parallel->rank();
+      lo.expert_shards = groups.expert_parallel->size();
+      load_checkpoint(init, task->model(), nullptr, nullptr, &lo);
+      if (world->rank() == 0) std::cout << "[moe] initialised from " << init << std::endl;
+    }
+  }
   Trainer trainer(cfg, groups, *task, "moe", cfg.get_string("run.dir"));
   const TrainResult r = trainer.run();
   write_report(cfg, *world, "moe", r, [&](JsonObject& o) {
@@ -65,14 +97,15 @@ using StageFn = void (*)(const Config&, std::shared_ptr<Communicator>);
 struct Stage {
   const char* name;
   StageFn run;  // null: not in this build yet
+  bool trains;  // a training stage (checkpoint.resume applies to the first of them)
 };
 
 // The one table of stages.
 constexpr Stage kStages[] = {
-    {"dense", &run_dense},
-    {"upcycle", nullptr},
-    {"moe", &run_moe},
-    {"eval", nullptr},
+    {"dense", &run_dense, true},
+    {"upcycle", &run_upcycle_stage, false},
+    {"moe", &run_moe, true},
+    {"eval", nullptr, false},
 };
 
 }  // namespace
@@ -106,9 +139,16 @@ void run_stages(const Config& cfg, std::shared_ptr<Communicator> world) {
     }
     if (!known) UPCYCLE_USAGE_ERROR("run.stages: unknown stage '", name, "'");
   }
+  // checkpoint.resume applies to the first training stage of the chain only: the later ones start
+  // from what the earlier ones wrote.
+  const Config later = parse_config(cfg.to_ini(), "the resolved config", {{"checkpoint.resume", ""}});
+  bool trained = false;
   for (const auto& name : stages)
-    for (const auto& s : kStages)
-      if (name == s.name) s.run(cfg, world);
+    for (const auto& s : kStages) {
+      if (name != s.name) continue;
+      s.run(trained ? later : cfg, world);
+      trained = trained || s.trains;
+    }
 }
 
 }  // namespace upcycle

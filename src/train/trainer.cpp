@@ -23,9 +23,9 @@ RngStream dropout_stream(const Config& cfg, int rank) {
 }
 }  // namespace
 
-std::string resolve_resume_path(const Config& cfg) {
+std::string resolve_resume_path(const Config& cfg, const std::string& stage) {
   const std::string& r = cfg.get_string("checkpoint.resume");
-  if (r == "latest") return latest_checkpoint_path(cfg.get_string("run.dir"));
+  if (r == "latest") return latest_checkpoint_path(stage_checkpoint_dir(cfg.get_string("run.dir"), stage));
   return r;
 }
 
@@ -146,7 +146,7 @@ void Trainer::checkpoint() {
   if (is_root(*world_)) {
     TrainState s = state_;
     s.dropout_rng = state_.dropout_rng;
-    save_run_checkpoint(run_dir_, cfg_.get_int("checkpoint.keep"), cfg_, task_.model(), optimizer_.get(), s,
+    save_run_checkpoint(stage_checkpoint_dir(run_dir_, stage_), cfg_.get_int("checkpoint.keep"), cfg_, task_.model(), optimizer_.get(), s,
                         moe_ ? &shards : nullptr);
   }
   world_->barrier();
@@ -163,7 +163,7 @@ TrainResult Trainer::run() {
   const std::int64_t log_every = cfg_.get_int("log.every");
   const std::int64_t eval_every = cfg_.get_int("train.eval_every");
   const std::int64_t ckpt_every = cfg_.get_int("checkpoint.every");
-  const std::string resume = resolve_resume_path(cfg_);
+  const std::string resume = resolve_resume_path(cfg_, stage_);
   if (!resume.empty()) resume_from(resume);
   if (is_root(*world_) && cfg_.get_bool("log.progress"))
     progress_ = std::make_unique<Progress>(stage_, total, state_.step);

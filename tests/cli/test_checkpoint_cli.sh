@@ -2,7 +2,7 @@
 # End-to-end checkpoint contract of upcycle_train, through the real binary (DESIGN.md "Checkpoints"
 # and "Command line and run directory"), with the tiny ViT of tests/support/tiny_configs.hpp:
 #   (a) a run exits 0 and leaves config.ini, metrics.jsonl (JSON lines with step, stage, loss, lr,
-#       tokens_per_s), report.json, checkpoints/step-0000003.h5 and checkpoints/latest.h5;
+#       tokens_per_s), report.json, checkpoints/dense/step-0000003.h5 and checkpoints/latest.h5;
 #   (b) h5py (check_checkpoint.py) finds the documented datasets and shapes, and h5ls lists them;
 #   (c) resuming into a model that does not match exits 1 naming the file and the dataset, and
 #       leaves the checkpoint byte-identical;
@@ -138,7 +138,7 @@ for line in open(sys.argv[1]):
         print(o["step"], repr(o["loss"]))' "$1"
 }
 
-ckpt="$run/checkpoints/step-0000003.h5"
+ckpt="$run/checkpoints/dense/step-0000003.h5"
 
 # (a) A fresh 3-step run.
 train fresh
@@ -147,7 +147,7 @@ if [ "$status" != 0 ]; then
   echo "$failures check(s) failed (cannot go on without the first run)"
   exit 1
 fi
-for f in config.ini metrics.jsonl report.json checkpoints/step-0000003.h5 checkpoints/latest.h5; do
+for f in config.ini metrics.jsonl report.json checkpoints/dense/step-0000003.h5 checkpoints/latest.h5; do
   [ -s "$run/$f" ] || fail "fresh run: $run/$f is missing or empty"
 done
 grep -qF "width = 16" "$run/config.ini" || fail "fresh run: config.ini lacks 'width = 16'"
@@ -157,12 +157,12 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["stage"] == "dense" and r["steps"] == 3 and "final_train_loss" in r, r' "$run/report.json" \
   || fail "fresh run: report.json lacks stage/steps/final_train_loss or has the wrong values"
-[ "$(ls "$run/checkpoints" | grep -c '\.tmp')" = 0 ] || fail "fresh run: temporary files left in checkpoints/"
-cmp -s "$run/checkpoints/latest.h5" "$ckpt" || fail "fresh run: latest.h5 is not the step-3 checkpoint"
+[ "$(ls -R "$run/checkpoints" | grep -c '\.tmp')" = 0 ] || fail "fresh run: temporary files left in checkpoints/"
+cmp -s "$run/checkpoints/dense/latest.h5" "$ckpt" || fail "fresh run: latest.h5 is not the step-3 checkpoint"
 
 # (b) The layout, read by h5py and listed by h5ls.
 "$py" "$checker" "$ckpt" --step 3 || fail "h5py layout check of $ckpt (above)"
-"$py" "$checker" "$run/checkpoints/latest.h5" --step 3 || fail "h5py layout check of latest.h5 (above)"
+"$py" "$checker" "$run/checkpoints/dense/latest.h5" --step 3 || fail "h5py layout check of latest.h5 (above)"
 if command -v h5ls >/dev/null; then
   h5ls -r "$ckpt" >"$scratch/h5ls.out" 2>&1 || fail "h5ls -r $ckpt failed: $(cat "$scratch/h5ls.out")"
   for needle in "/model/patch_embed/weight Dataset {16, 49}" "/model/blocks/00/attn/qkv/weight Dataset {48, 16}" \
@@ -177,14 +177,14 @@ fi
 # (c) A model that does not match the checkpoint: exit 1, the file and the dataset named, and
 # nothing overwritten -- neither the checkpoint nor the other files of its run.
 cp -p "$ckpt" "$scratch/original.h5"
-ls -l --time-style=full-iso "$run/checkpoints" >"$scratch/listing.before"
+ls -lR --time-style=full-iso "$run/checkpoints" >"$scratch/listing.before"
 expect_fail mismatch "$ckpt" "dataset '/model/" "expected shape" -- \
   --run.dir="$scratch/mismatch" --model.width=32 --checkpoint.resume="$ckpt"
 [ -e "$scratch/mismatch/checkpoints" ] && fail "mismatch: a checkpoint was written in $scratch/mismatch"
-expect_fail mismatch_latest "$run/checkpoints/latest.h5" "dataset '/model/" -- \
+expect_fail mismatch_latest "$run/checkpoints/dense/latest.h5" "dataset '/model/" -- \
   --model.width=32 --checkpoint.resume=latest
 cmp -s "$ckpt" "$scratch/original.h5" || fail "mismatch: $ckpt changed"
-ls -l --time-style=full-iso "$run/checkpoints" >"$scratch/listing.after"
+ls -lR --time-style=full-iso "$run/checkpoints" >"$scratch/listing.after"
 cmp -s "$scratch/listing.before" "$scratch/listing.after" || fail "mismatch: $run/checkpoints changed: $(diff "$scratch/listing.before" "$scratch/listing.after")"
 if ! grep -qxF "width = 16" "$run/config.ini"; then
   # Known issue, reported to the lead: upcycle_train writes run.dir/config.ini before the resume
@@ -214,9 +214,9 @@ else
   metrics_check "$run/metrics.jsonl" 1 2 3 4 5 || fail "resume latest: metrics.jsonl (above)"
   head -c "$(stat -c %s "$scratch/metrics.before")" "$run/metrics.jsonl" | cmp -s - "$scratch/metrics.before" \
     || fail "resume latest: the earlier metrics lines were not kept"
-  [ -s "$run/checkpoints/step-0000005.h5" ] || fail "resume latest: no step-0000005.h5"
-  cmp -s "$run/checkpoints/latest.h5" "$run/checkpoints/step-0000005.h5" || fail "resume latest: latest.h5 is not step 5"
-  "$py" "$checker" "$run/checkpoints/latest.h5" --step 5 || fail "resume latest: layout of the step-5 checkpoint"
+  [ -s "$run/checkpoints/dense/step-0000005.h5" ] || fail "resume latest: no step-0000005.h5"
+  cmp -s "$run/checkpoints/dense/latest.h5" "$run/checkpoints/dense/step-0000005.h5" || fail "resume latest: latest.h5 is not step 5"
+  "$py" "$checker" "$run/checkpoints/dense/latest.h5" --step 5 || fail "resume latest: layout of the step-5 checkpoint"
   "$py" -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["steps"] == 5, r' "$run/report.json" \
     || fail "resume latest: report.json does not say 5 steps"
 fi
@@ -226,7 +226,7 @@ fi
 train straight --run.dir="$scratch/straight" --train.steps=5 --checkpoint.every=3 --checkpoint.keep=0
 [ "$status" = 0 ] || { fail "straight 5-step run: exit $status"; cat "$scratch/straight.err"; }
 train resumed --run.dir="$scratch/resumed" --train.steps=5 \
-  --checkpoint.resume="$scratch/straight/checkpoints/step-0000003.h5"
+  --checkpoint.resume="$scratch/straight/checkpoints/dense/step-0000003.h5"
 [ "$status" = 0 ] || { fail "resumed run: exit $status"; cat "$scratch/resumed.err"; }
 if [ -s "$scratch/straight/metrics.jsonl" ] && [ -s "$scratch/resumed/metrics.jsonl" ]; then
   train_losses "$scratch/straight/metrics.jsonl" | tail -n 2 >"$scratch/losses.straight"

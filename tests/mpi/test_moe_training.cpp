@@ -127,7 +127,7 @@ TEST(MoeTraining, ResumesWithASmallerExpertParallelSize) {
   world->barrier();
   // 6 steps with P = W, saving at step 3 (experts stored by global id as [E, ...]).
   const auto full = train_on_first_ranks(world, W, 6, full_dir.string(), {{"checkpoint.every", "3"}});
-  const std::string saved = step_checkpoint_path(full_dir.string(), 3);
+  const std::string saved = step_checkpoint_path(stage_checkpoint_dir(full_dir.string(), "moe"), 3);
   for (int size = W; size >= 1; size /= 2) {
     const fs::path dir = shared_dir(*world, "resumed" + std::to_string(size));
     if (world->rank() == 0) fs::remove_all(dir);

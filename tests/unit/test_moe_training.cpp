@@ -82,7 +82,7 @@ TEST(MoeTraining, AuxFreeBiasIsSavedAndRestoredExactly) {
   EXPECT_GT(moved, 0.0) << "the bias never moved";
 
   // The checkpoint holds the bias of step 3 and the experts as [E, ...].
-  const std::string saved = step_checkpoint_path(a.string(), 3);
+  const std::string saved = step_checkpoint_path(stage_checkpoint_dir(a.string(), "moe"), 3);
   {
     h5::File f = h5::File::open(saved);
     ASSERT_TRUE(h5::has_dataset(f, "/state/moe/blocks/01/aux_free_bias"));
@@ -132,11 +132,11 @@ TEST(MoeTraining, StageMoeWritesAReportAndACheckpoint) {
   const Config cfg = parse_config(upcycle::testing::tiny_vit_moe_ini(2, d.string()), "test");
   run_stages(cfg, std::make_shared<SelfCommunicator>());
   EXPECT_TRUE(fs::exists(d / "report.json"));
-  EXPECT_TRUE(fs::exists(latest_checkpoint_path(d.string())));
+  EXPECT_TRUE(fs::exists(latest_checkpoint_path(stage_checkpoint_dir(d.string(), "moe"))));
   std::ifstream in(d / "report.json");
   const std::string report((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(report.find("\"stage\": \"moe\""), std::string::npos) << report;
-  EXPECT_EQ(checkpoint_config_text(latest_checkpoint_path(d.string())).find("stages = moe") != std::string::npos, true);
+  EXPECT_EQ(checkpoint_config_text(latest_checkpoint_path(stage_checkpoint_dir(d.string(), "moe"))).find("stages = moe") != std::string::npos, true);
   fs::remove_all(d);
 }
 
@@ -153,7 +153,7 @@ TEST(MoeTraining, DenseCheckpointStillLoads) {
   TrainState state;
   CheckpointLoadOptions options;  // the MoE path's options, with nothing sharded or optional present
   options.optional.emplace_back("/state/moe/blocks/01/aux_free_bias", Tensor::zeros({4}));
-  EXPECT_NO_THROW(load_checkpoint(step_checkpoint_path(d.string(), 1), task->model(), &opt, &state, &options));
+  EXPECT_NO_THROW(load_checkpoint(step_checkpoint_path(stage_checkpoint_dir(d.string(), "moe"), 1), task->model(), &opt, &state, &options));
   EXPECT_EQ(state.step, 1);
   fs::remove_all(d);
 }

@@ -46,10 +46,10 @@ TEST(Trainer, ResumeIsExactBitForBit) {
   // 6 steps in one go, saving at step 3; then a second run resumed from step 3.
   const TrainResult full = train(upcycle::testing::tiny_vit_ini(6, a.string()), {{"checkpoint.every", "3"}});
   ASSERT_EQ(full.losses.size(), 6u);
-  ASSERT_TRUE(fs::exists(step_checkpoint_path(a.string(), 3)));
-  ASSERT_TRUE(fs::exists(latest_checkpoint_path(a.string())));
+  ASSERT_TRUE(fs::exists(step_checkpoint_path(stage_checkpoint_dir(a.string(), "dense"), 3)));
+  ASSERT_TRUE(fs::exists(latest_checkpoint_path(stage_checkpoint_dir(a.string(), "dense"))));
   const TrainResult resumed = train(upcycle::testing::tiny_vit_ini(6, b.string()),
-                                    {{"checkpoint.resume", step_checkpoint_path(a.string(), 3)}});
+                                    {{"checkpoint.resume", step_checkpoint_path(stage_checkpoint_dir(a.string(), "dense"), 3)}});
   ASSERT_EQ(resumed.losses.size(), 3u);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(resumed.losses[static_cast<std::size_t>(i)], full.losses[static_cast<std::size_t>(i + 3)]) << "step " << i + 4;
   EXPECT_EQ(resumed.steps, 6);
@@ -62,10 +62,12 @@ TEST(Trainer, KeepsTheNewestCheckpointsAndALatestPointer) {
   const fs::path d = fresh_dir("keep");
   train(upcycle::testing::tiny_vit_ini(4, d.string()), {{"checkpoint.every", "1"}, {"checkpoint.keep", "2"}});
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(d / "checkpoints")) names.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(d / "checkpoints" / "dense")) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"latest.h5", "step-0000003.h5", "step-0000004.h5"}));
-  EXPECT_EQ(fs::read_symlink(d / "checkpoints" / "latest.h5").string(), "step-0000004.h5");
+  EXPECT_EQ(fs::read_symlink(d / "checkpoints" / "dense" / "latest.h5").string(), "step-0000004.h5");
+  // The run-wide pointer names the newest checkpoint of any stage.
+  EXPECT_EQ(fs::read_symlink(d / "checkpoints" / "latest.h5").string(), "dense/step-0000004.h5");
   EXPECT_TRUE(fs::exists(d / "metrics.jsonl"));
   fs::remove_all(d);
 }
@@ -73,7 +75,7 @@ TEST(Trainer, KeepsTheNewestCheckpointsAndALatestPointer) {
 TEST(Checkpoint, BadFilesGiveClearErrorsAndChangeNothing) {
   const fs::path d = fresh_dir("bad");
   train(upcycle::testing::tiny_vit_ini(1, d.string()));
-  const std::string good = step_checkpoint_path(d.string(), 1);
+  const std::string good = step_checkpoint_path(stage_checkpoint_dir(d.string(), "dense"), 1);
   const Config cfg = parse_config(upcycle::testing::tiny_vit_ini(1), "test");
   auto world = std::make_shared<SelfCommunicator>();
   auto task = make_task(cfg, *world);

@@ -1,4 +1,5 @@
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -48,6 +49,10 @@ class TransformerBlock : public Module {
   std::unique_ptr<Mlp> mlp;              // dense FFN (null in an MoE block)
   std::unique_ptr<moe::MoeLayer> moe;    // MoE FFN (null in a dense block)
   bool is_moe() const { return moe != nullptr; }
+
+  // Called by forward with the FFN input u = ln2(h) [B, T, D] (empty = none). Upcycling's
+  // calibration pass records the tokens that the future experts will see through it.
+  std::function<void(const Tensor& ffn_input)> ffn_input_observer;
 
  private:
   Var residual_dropout(const Var& branch, RngStream* rng) const;

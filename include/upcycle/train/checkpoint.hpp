@@ -77,13 +77,18 @@ void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimize
 // The INI text of the config a checkpoint was written with.
 std::string checkpoint_config_text(const std::string& path);
 
-// <run dir>/checkpoints/step-NNNNNNN.h5, and the latest.h5 pointer next to them.
-std::string step_checkpoint_path(const std::string& run_dir, std::int64_t step);
-std::string latest_checkpoint_path(const std::string& run_dir);
+// Each stage of a run keeps its checkpoints in its own folder, <run dir>/checkpoints/<stage>/, so
+// the stages of a chain (dense,upcycle,moe) never overwrite or prune each other's step files.
+std::string stage_checkpoint_dir(const std::string& run_dir, const std::string& stage);
+// <checkpoint dir>/step-NNNNNNN.h5, and the latest.h5 pointer next to them.
+std::string step_checkpoint_path(const std::string& checkpoint_dir, std::int64_t step);
+std::string latest_checkpoint_path(const std::string& checkpoint_dir);
 
-// Saves step-NNNNNNN.h5, points latest.h5 at it (atomically) and removes all but the newest
-// `keep` step files (keep = 0 keeps all).
-void save_run_checkpoint(const std::string& run_dir, std::int64_t keep, const Config& cfg, const nn::Module& model,
-                         const AdamW* optimizer, const TrainState& state, const CheckpointShards* shards = nullptr);
+// Saves <checkpoint dir>/step-NNNNNNN.h5, points <checkpoint dir>/latest.h5 and the run-wide
+// <checkpoint dir>/../latest.h5 (the newest checkpoint of any stage) at it, atomically, and
+// removes all but the newest `keep` step files of the folder (keep = 0 keeps all).
+void save_run_checkpoint(const std::string& checkpoint_dir, std::int64_t keep, const Config& cfg,
+                         const nn::Module& model, const AdamW* optimizer, const TrainState& state,
+                         const CheckpointShards* shards = nullptr);
 
 }  // namespace upcycle

@@ -14,6 +14,8 @@
 #include "upcycle/io/config.hpp"
 #include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/nn/module.hpp"
+#include "upcycle/nn/module_list.hpp"
+#include "upcycle/nn/transformer_block.hpp"
 
 namespace upcycle {
 
@@ -21,6 +23,9 @@ struct Batch {
   Tensor inputs;   // images [B, C, H, W] f32, or tokens [B, T] i64
   Tensor targets;  // labels [B] i64, or next tokens [B, T] i64
   std::int64_t tokens = 0;  // tokens the model processed (patches + class token, or T per row)
+  // The dataset index of every row (the sampler's example ids): a token's global identity is
+  // (sample id, position), the same whatever the number of ranks (calibration uses it).
+  std::vector<std::int64_t> sample_ids;
 };
 
 class Task {
@@ -37,6 +42,8 @@ class Task {
   virtual ShardedSampler& sampler() = 0;
   // Name of the headline evaluation metric (for the progress line and the report).
   virtual std::string headline_metric() const = 0;
+  // The model's transformer blocks in order (calibration observes their FFN inputs).
+  virtual nn::ModuleList<nn::TransformerBlock>& blocks() = 0;
 
   // --- Mixture-of-Experts models (empty / defaults for a dense model) ---
   // The MoE layers with their module names ("blocks/03/moe"), in block order.

@@ -57,7 +57,8 @@ class Trainer {
   std::unique_ptr<Progress> progress_;
 };
 
-// The resume path a config asks for: "" (none), "latest" (<run dir>/checkpoints/latest.h5) or a path.
-std::string resolve_resume_path(const Config& cfg);
+// The resume path a config asks of `stage`: "" (none), "latest" (<run dir>/checkpoints/<stage>/latest.h5)
+// or a path.
+std::string resolve_resume_path(const Config& cfg, const std::string& stage);
 
 }  // namespace upcycle

@@ -1,0 +1,2 @@
+// Placeholder while the benchmark is written.
+int main() { return 0; }

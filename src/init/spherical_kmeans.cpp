@@ -1,0 +1,546 @@
+// Distributed spherical k-means; the contract is in include/upcycle/init/spherical_kmeans.hpp.
+//
+// Collectives, in order (every rank runs the same sequence, so errors found on one rank are
+// agreed on before anyone throws):
+//   1. all_gather of each rank's input summary (error code, n, D, bad ids)
+//   2. all_gather of each rank's sample candidates (hash, id), 3. all_reduce of the sample rows
+//   per iteration: 4. all_reduce of sums + counts + objective + changed,
+//   and only when a cluster is empty: 5. all_gather of farthest-token candidates, 6. all_reduce of
+//   the chosen tokens' vectors.
+//
+// Reductions over tokens use fixed chunks whose boundaries depend on n, K and D only (never on the
+// thread count), and the chunk partials are added in chunk order: one rank gives the same bits
+// with any number of threads.
+#include "upcycle/init/spherical_kmeans.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "backend/cpu/cpu_parallel.hpp"
+#include "upcycle/backend/backend.hpp"
+#include "upcycle/core/rng.hpp"
+
+namespace upcycle::init {
+
+namespace {
+
+constexpr std::int64_t kNoId = std::numeric_limits<std::int64_t>::max();
+// Keys of the two random streams derived from the seed: the sample hash and the k-means++ draws.
+constexpr std::uint64_t kSampleSalt = 0x73616d706c65ULL;   // "sample"
+constexpr std::uint64_t kSeedingSalt = 0x6b6d2b2bULL;      // "km++"
+
+// 64-bit hash of a token: two Philox words of the counter block that belongs to the id (32 bits
+// alone would collide among ~65k tokens; the id breaks the remaining ties).
+std::uint64_t token_hash(std::uint64_t seed, std::int64_t id) {
+  const std::uint64_t base = static_cast<std::uint64_t>(id) * 4u;
+  return (static_cast<std::uint64_t>(Philox4x32::word(seed ^ kSampleSalt, base)) << 32) |
+         Philox4x32::word(seed ^ kSampleSalt, base + 1);
+}
+
+// Uniform in [0, 1) with 53 bits, the j-th draw of the k-means++ stream.
+double seeding_uniform(std::uint64_t seed, std::uint64_t j) {
+  const std::uint64_t hi = Philox4x32::word(seed ^ kSeedingSalt, 2 * j) >> 5;  // 27 bits
+  const std::uint64_t lo = Philox4x32::word(seed ^ kSeedingSalt, 2 * j + 1) >> 6;  // 26 bits
+  return static_cast<double>((hi << 26) | lo) * (1.0 / 9007199254740992.0);
+}
+
+std::int64_t bits_of(double v) {
+  std::int64_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+double double_of(std::int64_t b) {
+  double v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+// ---- 1. input checks (local, then agreed on) ---------------------------------------------------
+
+enum InputCode : std::int64_t { input_ok = 0, bad_points = 1, bad_ids = 2 };
+// The summary each rank contributes: [code, n, D, smallest id of a zero-norm row, of a non-finite row].
+constexpr std::int64_t kSummary = 5;
+
+struct LocalInput {
+  Tensor unit;                       // [n, D] f32, the rows divided by their norms
+  Tensor id_storage;                 // the ids on the host (keeps `ids` valid)
+  const std::int64_t* ids = nullptr;
+  std::int64_t n = 0, d = 0;
+  std::int64_t code = input_ok;
+  std::string problem;               // this rank's own message when code != input_ok
+  std::int64_t zero_id = kNoId, nonfinite_id = kNoId;
+};
+
+// Normalises the rows (norm in double; partition-independent, so any thread count gives the same
+// bits) and records the smallest ids of rows that cannot be normalised.
+void normalise_rows(const Tensor& x, LocalInput& in) {
+  in.unit = Tensor::empty({in.n, in.d});
+  const float* src = x.data<float>();
+  float* dst = in.unit.data<float>();
+  const std::int64_t n = in.n, d = in.d;
+  std::vector<std::int64_t> zero_at(static_cast<std::size_t>(n), kNoId), bad_at(static_cast<std::size_t>(n), kNoId);
+  cpu::parallel_for(n, 256, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t t = b; t < e; ++t) {
+      const float* r = src + t * d;
+      double s = 0;
+      for (std::int64_t j = 0; j < d; ++j) s += static_cast<double>(r[j]) * r[j];
+      const double norm = std::sqrt(s);
+      float* o = dst + t * d;
+      if (!std::isfinite(norm)) {
+        bad_at[static_cast<std::size_t>(t)] = in.ids[t];
+      } else if (norm == 0.0) {
+        zero_at[static_cast<std::size_t>(t)] = in.ids[t];
+      } else {
+        const double inv = 1.0 / norm;
+        for (std::int64_t j = 0; j < d; ++j) o[j] = static_cast<float>(r[j] * inv);
+        continue;
+      }
+      std::fill(o, o + d, 0.0f);
+    }
+  });
+  in.zero_id = *std::min_element(zero_at.begin(), zero_at.end());
+  in.nonfinite_id = *std::min_element(bad_at.begin(), bad_at.end());
+}
+
+LocalInput check_local(const Tensor& points, const Tensor& global_ids) {
+  LocalInput in;
+  if (!points.defined() || points.ndim() != 2 || points.dtype() != DType::f32) {
+    in.code = bad_points;
+    in.problem = "points must be a [n, D] f32 tensor, got " + (points.defined() ? describe(points) : "undefined");
+    return in;
+  }
+  in.n = points.dim(0);
+  in.d = points.dim(1);
+  if (!global_ids.defined() || global_ids.ndim() != 1 || global_ids.dtype() != DType::i64 ||
+      global_ids.dim(0) != in.n) {
+    in.code = bad_ids;
+    in.problem = "global_ids must be an i64 tensor [" + std::to_string(in.n) + "] (one id per row of points), got " +
+                 (global_ids.defined() ? describe(global_ids) : "undefined");
+    return in;
+  }
+  if (in.n == 0) {
+    in.unit = Tensor::empty({0, in.d});
+    return in;
+  }
+  const Tensor host = points.device() == Device::cpu ? points : points.to(Device::cpu);
+  in.id_storage = global_ids.device() == Device::cpu ? global_ids : global_ids.to(Device::cpu);
+  in.ids = in.id_storage.data<std::int64_t>();
+  normalise_rows(host, in);
+  return in;
+}
+
+// Input summaries of all ranks; throws (on every rank alike) when any rank's input is invalid.
+struct WorldInput {
+  std::vector<std::int64_t> n;  // tokens per rank
+  std::int64_t total = 0, d = 0;
+};
+
+WorldInput agree_on_input(const LocalInput& in, std::int64_t clusters, Communicator& comm) {
+  const int P = comm.size();
+  Tensor mine = Tensor::from_vector<std::int64_t>({in.code, in.n, in.d, in.zero_id, in.nonfinite_id}, {kSummary});
+  Tensor all = Tensor::empty({P * kSummary}, DType::i64);
+  comm.all_gather(mine, all);
+  const std::int64_t* s = all.data<std::int64_t>();
+  for (int p = 0; p < P; ++p) {
+    if (s[p * kSummary] == input_ok) continue;
+    if (p == comm.rank()) UPCYCLE_THROW("spherical_kmeans: ", in.problem);
+    UPCYCLE_THROW("spherical_kmeans: rank ", p, " passed invalid ",
+                  s[p * kSummary] == bad_points ? "points" : "global_ids", " (its own error says how)");
+  }
+  WorldInput w;
+  w.d = s[2];
+  std::int64_t zero = kNoId, nonfinite = kNoId;
+  for (int p = 0; p < P; ++p) {
+    const std::int64_t* r = s + p * kSummary;
+    if (r[2] != w.d)
+      UPCYCLE_THROW("spherical_kmeans: dims differ between ranks: rank 0 has D = ", w.d, ", rank ", p, " has D = ", r[2]);
+    w.n.push_back(r[1]);
+    w.total += r[1];
+    zero = std::min(zero, r[3]);
+    nonfinite = std::min(nonfinite, r[4]);
+  }
+  if (nonfinite != kNoId)
+    UPCYCLE_THROW("spherical_kmeans: the token with global id ", nonfinite, " has a non-finite value (norm is not finite)");
+  if (zero != kNoId)
+    UPCYCLE_THROW("spherical_kmeans: the token with global id ", zero, " has zero norm (its direction is undefined)");
+  if (w.total < clusters)
+    UPCYCLE_THROW("spherical_kmeans: K = ", clusters, " clusters need at least ", clusters,
+                  " tokens, got ", w.total, " in total over ", P, " rank(s)");
+  return w;
+}
+
+// ---- 2. deterministic sample and k-means++ ---------------------------------------------------
+
+// The sample: the `size` tokens with the smallest (hash, id) over all ranks, in that order, as
+// unit rows [size, D] on every rank.
+Tensor gather_sample(const LocalInput& in, const WorldInput& w, std::int64_t size, std::uint64_t seed,
+                     Communicator& comm) {
+  const int P = comm.size(), me = comm.rank();
+  // Only this rank's `size` smallest can be in the global sample.
+  std::vector<std::int64_t> order(static_cast<std::size_t>(in.n));
+  std::vector<std::uint64_t> hash(static_cast<std::size_t>(in.n));
+  for (std::int64_t t = 0; t < in.n; ++t) hash[static_cast<std::size_t>(t)] = token_hash(seed, in.ids[t]);
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  const auto before = [&](std::int64_t a, std::int64_t b) {
+    const auto ha = hash[static_cast<std::size_t>(a)], hb = hash[static_cast<std::size_t>(b)];
+    return ha != hb ? ha < hb : in.ids[a] < in.ids[b];
+  };
+  const std::int64_t mine = std::min(size, in.n);
+  std::partial_sort(order.begin(), order.begin() + mine, order.end(), before);
+
+  std::int64_t width = 0;  // padded candidate count per rank (all_gather needs equal shapes)
+  for (std::int64_t n : w.n) width = std::max(width, std::min(size, n));
+  Tensor send = Tensor::zeros({width, 2}, DType::i64);
+  for (std::int64_t i = 0; i < mine; ++i) {
+    const std::int64_t t = order[static_cast<std::size_t>(i)];
+    send.data<std::int64_t>()[2 * i] = static_cast<std::int64_t>(hash[static_cast<std::size_t>(t)]);
+    send.data<std::int64_t>()[2 * i + 1] = in.ids[t];
+  }
+  Tensor recv = Tensor::empty({P * width, 2}, DType::i64);
+  comm.all_gather(send, recv);
+
+  struct Candidate {
+    std::uint64_t hash;
+    std::int64_t id;
+    int rank;
+    std::int64_t pos;  // index into the owner's `order`
+  };
+  std::vector<Candidate> all;
+  const std::int64_t* r = recv.data<std::int64_t>();
+  for (int p = 0; p < P; ++p)
+    for (std::int64_t i = 0; i < std::min(size, w.n[static_cast<std::size_t>(p)]); ++i) {
+      const std::int64_t* c = r + 2 * (p * width + i);
+      all.push_back({static_cast<std::uint64_t>(c[0]), c[1], p, i});
+    }
+  std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) {
+    return a.hash != b.hash ? a.hash < b.hash : a.id < b.id;
+  });
+  for (std::size_t i = 1; i < all.size(); ++i)
+    if (all[i].id == all[i - 1].id)
+      UPCYCLE_THROW("spherical_kmeans: global id ", all[i].id, " is held by two tokens (ranks ", all[i - 1].rank,
+                    " and ", all[i].rank, "); ids must be unique over all ranks");
+
+  // Each sample row has exactly one owner: the others add zeros, so the sum is exact.
+  Tensor sample = Tensor::zeros({size, w.d});
+  float* out = sample.data<float>();
+  const float* unit = in.n > 0 ? in.unit.data<float>() : nullptr;
+  for (std::int64_t i = 0; i < size; ++i) {
+    const Candidate& c = all[static_cast<std::size_t>(i)];
+    if (c.rank != me) continue;
+    const std::int64_t t = order[static_cast<std::size_t>(c.pos)];
+    std::copy(unit + t * w.d, unit + (t + 1) * w.d, out + i * w.d);
+  }
+  comm.all_reduce(sample, CommReduce::sum);
+  return sample;
+}
+
+double squared_distance(const float* a, const float* b, std::int64_t d) {
+  double s = 0;
+  for (std::int64_t j = 0; j < d; ++j) {
+    const double diff = static_cast<double>(a[j]) - b[j];
+    s += diff * diff;
+  }
+  return s;
+}
+
+// k-means++ on the sample (the same on every rank): weights are squared Euclidean distances of
+// the unit rows to the nearest chosen centroid, in double, so exact duplicates weigh exactly 0.
+// When every weight is 0 (fewer distinct directions than K) the first unchosen row is taken; the
+// duplicate centroid then stays empty and is re-seeded by the Lloyd loop.
+Tensor kmeans_plus_plus(const Tensor& sample, std::int64_t K, std::uint64_t seed) {
+  const std::int64_t S = sample.dim(0), D = sample.dim(1);
+  const float* x = sample.data<float>();
+  Tensor centroids = Tensor::empty({K, D});
+  float* c = centroids.data<float>();
+  std::vector<double> weight(static_cast<std::size_t>(S), std::numeric_limits<double>::infinity());
+  std::vector<char> chosen(static_cast<std::size_t>(S), 0);
+  std::int64_t pick = std::min<std::int64_t>(S - 1, static_cast<std::int64_t>(seeding_uniform(seed, 0) * S));
+  for (std::int64_t j = 0;; ++j) {
+    chosen[static_cast<std::size_t>(pick)] = 1;
+    const float* row = x + pick * D;
+    std::copy(row, row + D, c + j * D);
+    if (j + 1 == K) break;
+    cpu::parallel_for(S, 256, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i)
+        weight[static_cast<std::size_t>(i)] = std::min(weight[static_cast<std::size_t>(i)], squared_distance(x + i * D, row, D));
+    });
+    double total = 0;
+    for (double v : weight) total += v;
+    if (total > 0) {
+      const double target = seeding_uniform(seed, static_cast<std::uint64_t>(j + 1)) * total;
+      double cum = 0;
+      pick = -1;
+      for (std::int64_t i = 0; i < S; ++i) {
+        const double v = weight[static_cast<std::size_t>(i)];
+        if (v <= 0) continue;
+        pick = i;  // the last positive weight, should rounding leave cum <= target at the end
+        cum += v;
+        if (cum > target) break;
+      }
+    } else {
+      pick = 0;
+      while (pick + 1 < S && chosen[static_cast<std::size_t>(pick)]) ++pick;
+    }
+  }
+  return centroids;
+}
+
+// ---- 3. Lloyd iterations ---------------------------------------------------------------------
+
+// Fixed chunks of tokens for the reductions: boundaries depend on n, K and D only. At most 64
+// chunks, fewer when K * D is large (the partials take chunks * (K * D + K + 2) doubles: <= 32 MiB
+// for K * D up to 2^20).
+struct Chunks {
+  std::int64_t count = 0, size = 0;
+};
+Chunks make_chunks(std::int64_t n, std::int64_t stride) {
+  const std::int64_t cap = std::clamp<std::int64_t>((std::int64_t{1} << 22) / stride, 4, 64);
+  Chunks c;
+  c.size = std::max<std::int64_t>(1024, (n + cap - 1) / cap);
+  c.count = (n + c.size - 1) / c.size;
+  return c;
+}
+
+class Lloyd {
+ public:
+  Lloyd(const LocalInput& in, const WorldInput& w, std::int64_t K, Communicator& comm)
+      : in_(in), w_(w), K_(K), D_(w.d), comm_(comm), stride_(K * w.d + K + 2),
+        chunks_(make_chunks(in.n, stride_)) {
+    scores_ = Tensor::empty({std::max<std::int64_t>(in.n, 1), K});
+    assignment_ = Tensor::full({in.n}, -1.0, DType::i64);
+    best_.assign(static_cast<std::size_t>(in.n), 0.0f);
+    partial_.assign(static_cast<std::size_t>(chunks_.count * stride_), 0.0);
+    global_ = Tensor::zeros({stride_}, DType::f64);
+  }
+
+  // One iteration: assignment, reduction, re-seeding of empty clusters, centroid update.
+  KMeansIteration step(Tensor& centroids, std::int64_t iter) {
+    assign(centroids);
+    reduce_chunks();
+    comm_.all_reduce(global_, CommReduce::sum);
+    double* g = global_.data<double>();
+    KMeansIteration it;
+    it.iter = iter;
+    it.objective = g[K_ * D_ + K_] / static_cast<double>(w_.total);
+    it.changed = static_cast<std::int64_t>(g[K_ * D_ + K_ + 1]);
+    it.reseeded = reseed_empty(g);
+    update_centroids(g, centroids);
+    for (std::int64_t e = 0; e < K_; ++e) it.sizes.push_back(static_cast<std::int64_t>(g[K_ * D_ + e]));
+    return it;
+  }
+
+  const Tensor& assignment() const { return assignment_; }
+
+ private:
+  // scores = unit x centroids^T (one GEMM), then per token the argmax (ties: lowest index) and
+  // per chunk the double sums of its tokens' unit rows, the counts, the objective and `changed`.
+  void assign(const Tensor& centroids) {
+    const std::int64_t n = in_.n, K = K_, D = D_;
+    if (n > 0) {
+      GemmDesc g;
+      g.m = n;
+      g.n = K;
+      g.k = D;
+      g.trans_b = true;
+      backend_for(Device::cpu).gemm(g, in_.unit, centroids, scores_);
+    }
+    const float* s = scores_.data<float>();
+    const float* x = n > 0 ? in_.unit.data<float>() : nullptr;
+    std::int64_t* a = assignment_.data<std::int64_t>();
+    cpu::parallel_for(chunks_.count, 1, [&](std::int64_t c0, std::int64_t c1) {
+      for (std::int64_t c = c0; c < c1; ++c) {
+        double* part = partial_.data() + c * stride_;
+        std::fill(part, part + stride_, 0.0);
+        double* sums = part;
+        double* counts = part + K * D;
+        double objective = 0, changed = 0;
+        const std::int64_t t1 = std::min(n, (c + 1) * chunks_.size);
+        for (std::int64_t t = c * chunks_.size; t < t1; ++t) {
+          const float* row = s + t * K;
+          std::int64_t arg = 0;
+          float best = row[0];
+          for (std::int64_t e = 1; e < K; ++e)
+            if (row[e] > best) {
+              best = row[e];
+              arg = e;
+            }
+          objective += best;
+          changed += a[t] != arg ? 1.0 : 0.0;
+          a[t] = arg;
+          best_[static_cast<std::size_t>(t)] = best;
+          counts[arg] += 1.0;
+          double* acc = sums + arg * D;
+          const float* u = x + t * D;
+#pragma omp simd
+          for (std::int64_t j = 0; j < D; ++j) acc[j] += u[j];
+        }
+        part[K * D + K] = objective;
+        part[K * D + K + 1] = changed;
+      }
+    });
+  }
+
+  // global_ = sum of the chunk partials, in chunk order (each element independently).
+  void reduce_chunks() {
+    double* g = global_.data<double>();
+    const double* p = partial_.data();
+    const std::int64_t count = chunks_.count, stride = stride_;
+    cpu::parallel_for(stride, 2048, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) {
+        double v = 0;
+        for (std::int64_t c = 0; c < count; ++c) v += p[c * stride + i];
+        g[i] = v;
+      }
+    });
+  }
+
+  // Empty clusters take the tokens farthest from their own centroids (lowest best score; ties:
+  // lowest id). A token is only taken from a cluster that keeps at least one other token. Every
+  // rank proposes its own min(n, m + K) farthest tokens: the global choice walks the tokens in
+  // (score, id) order, takes m and skips at most one per cluster (its last token), so it never
+  // looks past a rank's first m + K. Updates the global sums and counts and this rank's assignment.
+  std::int64_t reseed_empty(double* g) {
+    double* counts = g + K_ * D_;
+    std::vector<std::int64_t> empty;
+    for (std::int64_t e = 0; e < K_; ++e)
+      if (counts[e] == 0) empty.push_back(e);
+    if (empty.empty()) return 0;
+    const std::int64_t m = static_cast<std::int64_t>(empty.size());
+    const int P = comm_.size(), me = comm_.rank();
+    const std::int64_t want = m + K_;
+
+    std::vector<std::int64_t> order(static_cast<std::size_t>(in_.n));
+    std::iota(order.begin(), order.end(), std::int64_t{0});
+    const std::int64_t mine = std::min(want, in_.n);
+    std::partial_sort(order.begin(), order.begin() + mine, order.end(), [&](std::int64_t a, std::int64_t b) {
+      const float sa = best_[static_cast<std::size_t>(a)], sb = best_[static_cast<std::size_t>(b)];
+      return sa != sb ? sa < sb : in_.ids[a] < in_.ids[b];
+    });
+    std::int64_t width = 0;
+    for (std::int64_t n : w_.n) width = std::max(width, std::min(want, n));
+    // Per candidate: score (double bits), id, current cluster, index on its rank.
+    Tensor send = Tensor::zeros({width, 4}, DType::i64);
+    const std::int64_t* a = assignment_.data<std::int64_t>();
+    for (std::int64_t i = 0; i < mine; ++i) {
+      const std::int64_t t = order[static_cast<std::size_t>(i)];
+      std::int64_t* row = send.data<std::int64_t>() + 4 * i;
+      row[0] = bits_of(static_cast<double>(best_[static_cast<std::size_t>(t)]));
+      row[1] = in_.ids[t];
+      row[2] = a[t];
+      row[3] = t;
+    }
+    Tensor recv = Tensor::empty({P * width, 4}, DType::i64);
+    comm_.all_gather(send, recv);
+
+    struct Candidate {
+      double score;
+      std::int64_t id, cluster, index;
+      int rank;
+    };
+    std::vector<Candidate> all;
+    for (int p = 0; p < P; ++p)
+      for (std::int64_t i = 0; i < std::min(want, w_.n[static_cast<std::size_t>(p)]); ++i) {
+        const std::int64_t* row = recv.data<std::int64_t>() + 4 * (p * width + i);
+        all.push_back({double_of(row[0]), row[1], row[2], row[3], p});
+      }
+    std::sort(all.begin(), all.end(), [](const Candidate& x, const Candidate& y) {
+      return x.score != y.score ? x.score < y.score : x.id < y.id;
+    });
+    std::vector<double> left(counts, counts + K_);
+    std::vector<Candidate> taken;
+    for (const Candidate& c : all) {
+      if (static_cast<std::int64_t>(taken.size()) == m) break;
+      if (left[static_cast<std::size_t>(c.cluster)] <= 1) continue;
+      left[static_cast<std::size_t>(c.cluster)] -= 1;
+      taken.push_back(c);
+    }
+    UPCYCLE_CHECK(static_cast<std::int64_t>(taken.size()) == m, "spherical_kmeans: found ", taken.size(),
+                  " tokens to re-seed ", m, " empty clusters with");
+
+    // The owners contribute the taken tokens' unit rows; the others add zeros (exact).
+    Tensor rows = Tensor::zeros({m, D_});
+    for (std::int64_t i = 0; i < m; ++i) {
+      const Candidate& c = taken[static_cast<std::size_t>(i)];
+      if (c.rank != me) continue;
+      const float* u = in_.unit.data<float>() + c.index * D_;
+      std::copy(u, u + D_, rows.data<float>() + i * D_);
+      assignment_.data<std::int64_t>()[c.index] = empty[static_cast<std::size_t>(i)];
+    }
+    comm_.all_reduce(rows, CommReduce::sum);
+    for (std::int64_t i = 0; i < m; ++i) {
+      const std::int64_t from = taken[static_cast<std::size_t>(i)].cluster, to = empty[static_cast<std::size_t>(i)];
+      const float* u = rows.data<float>() + i * D_;
+      for (std::int64_t j = 0; j < D_; ++j) {
+        g[from * D_ + j] -= u[j];
+        g[to * D_ + j] = u[j];
+      }
+      counts[from] -= 1;
+      counts[to] = 1;
+    }
+    return m;
+  }
+
+  // mu_e = sums_e / ||sums_e|| (in double). A sum of zero length (tokens that cancel exactly)
+  // keeps the previous centroid.
+  void update_centroids(const double* g, Tensor& centroids) {
+    float* c = centroids.data<float>();
+    for (std::int64_t e = 0; e < K_; ++e) {
+      const double* s = g + e * D_;
+      double sq = 0;
+      for (std::int64_t j = 0; j < D_; ++j) sq += s[j] * s[j];
+      if (!(sq > 0)) continue;
+      const double inv = 1.0 / std::sqrt(sq);
+      for (std::int64_t j = 0; j < D_; ++j) c[e * D_ + j] = static_cast<float>(s[j] * inv);
+    }
+  }
+
+  const LocalInput& in_;
+  const WorldInput& w_;
+  const std::int64_t K_, D_;
+  Communicator& comm_;
+  const std::int64_t stride_;  // per chunk: K * D sums, K counts, objective, changed
+  const Chunks chunks_;
+  Tensor scores_, assignment_, global_;
+  std::vector<float> best_;       // per token: cosine to its assigned centroid
+  std::vector<double> partial_;   // [chunks, stride_]
+};
+
+}  // namespace
+
+std::uint64_t kmeans_sample_hash(std::uint64_t seed, std::int64_t global_id) { return token_hash(seed, global_id); }
+
+KMeansResult spherical_kmeans(const Tensor& points, const Tensor& global_ids, const KMeansOptions& options,
+                              Communicator& comm) {
+  // Options are the same on every rank, so throwing here leaves no rank behind in a collective.
+  UPCYCLE_CHECK(options.clusters >= 1, "spherical_kmeans: K (clusters) must be >= 1, got ", options.clusters);
+  UPCYCLE_CHECK(options.max_iters >= 1, "spherical_kmeans: max_iters must be >= 1, got ", options.max_iters);
+  UPCYCLE_CHECK(options.init_sample >= 1, "spherical_kmeans: init_sample must be >= 1, got ", options.init_sample);
+  const std::int64_t K = options.clusters;
+
+  const LocalInput in = check_local(points, global_ids);
+  const WorldInput w = agree_on_input(in, K, comm);
+  // k-means++ needs K distinct rows to choose from at least: the sample is never smaller than K.
+  const std::int64_t sample_size = std::min(w.total, std::max(options.init_sample, K));
+  Tensor centroids = kmeans_plus_plus(gather_sample(in, w, sample_size, options.seed, comm), K, options.seed);
+
+  KMeansResult result;
+  Lloyd lloyd(in, w, K, comm);
+  for (std::int64_t iter = 1; iter <= options.max_iters; ++iter) {
+    result.history.push_back(lloyd.step(centroids, iter));
+    const KMeansIteration& it = result.history.back();
+    if (options.stop_when_stable && it.changed == 0 && it.reseeded == 0) {
+      result.converged = true;
+      break;
+    }
+  }
+  result.centroids = centroids;
+  result.assignment = lloyd.assignment();
+  result.sizes = result.history.back().sizes;
+  return result;
+}
+
+}  // namespace upcycle::init
