@@ -119,6 +119,10 @@ const std::vector<ConfigKey>& config_schema() {
        "cluster: scale of the router rows (the normalised centroids)."},
 
       {"train", "steps", T::Int, "1000", at_least(1), nullptr, "Optimiser steps per training stage."},
+      {"train", "moe_steps", T::Int, "0", at_least(0), nullptr,
+       "Optimiser steps of stage moe; 0 = train.steps (a dense,upcycle,moe chain can train the stages for different lengths)."},
+      {"train", "moe_lr", T::Float, "0", at_least(0), nullptr,
+       "Peak learning rate of stage moe; 0 = train.lr (an upcycled model usually continues with a lower one)."},
       {"train", "batch_size", T::Int, "128", at_least(1), nullptr,
        "Global batch (samples) per optimiser step, split over all ranks."},
       {"train", "micro_batches", T::Int, "1", at_least(1), nullptr,

@@ -63,7 +63,12 @@ std::string moe_init_path(const Config& cfg) {
 // Trains the MoE model of the config: from checkpoint.resume (an MoE checkpoint, any expert-parallel
 // size), else from moe.init (the upcycled checkpoint: weights only, fresh optimiser, step 0), else
 // from random initialisation (run.seed).
-void run_moe(const Config& cfg, std::shared_ptr<Communicator> world) {
+void run_moe(const Config& chain_cfg, std::shared_ptr<Communicator> world) {
+  // train.moe_steps / train.moe_lr replace train.steps / train.lr for this stage.
+  std::vector<ConfigOverride> own;
+  if (chain_cfg.get_int("train.moe_steps") > 0) own.push_back({"train.steps", chain_cfg.value_text("train.moe_steps")});
+  if (chain_cfg.get_float("train.moe_lr") > 0) own.push_back({"train.lr", chain_cfg.value_text("train.moe_lr")});
+  const Config cfg = own.empty() ? chain_cfg : parse_config(chain_cfg.to_ini(), "the resolved config", own);
   const int P = expert_parallel_size(cfg, world->size());
   const ProcessGroups groups = make_process_groups(world, P);
   TaskOptions options;

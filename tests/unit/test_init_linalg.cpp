@@ -89,7 +89,9 @@ TEST_P(SvdShapes, ReconstructsWithOrthonormalFactors) {
   ASSERT_EQ(static_cast<std::int64_t>(s.sigma.size()), k);
   for (std::int64_t l = 0; l < k; ++l) {
     EXPECT_GE(s.sigma[l], 0.0);
-    if (l > 0) EXPECT_LE(s.sigma[l], s.sigma[l - 1]) << "sigma not descending at " << l;
+    if (l > 0) {
+      EXPECT_LE(s.sigma[l], s.sigma[l - 1]) << "sigma not descending at " << l;
+    }
   }
   const double rel = frobenius_norm(minus(reconstruct(s), a)) / frobenius_norm(a);
   const double ortho_u = orthonormality_error(s.u);
