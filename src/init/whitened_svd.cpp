@@ -84,7 +84,7 @@ Whitener whiten(const Matrix& g, double chol_eps) {
   const double base = mean_diag > 0.0 ? std::max(chol_eps, 1e-10) * mean_diag : 1e-7;
   double jitter = base;
   for (int k = 1; k <= kTries; ++k) {
-    jitter *= 10.0;
+    jitter = base * std::pow(10.0, k);  // not a running product: 1e-6 stays 1e-6 to the last bit
     if (std::optional<Matrix> l = jittered_cholesky(g, jitter)) {
       std::ostringstream note;
       note << "whitened SVD: G + " << chol_eps << " * mean(diag G) I (mean(diag G) = " << mean_diag

@@ -172,14 +172,15 @@ TEST_P(PlantedClusters, RecoveredExactlyWithNormalisedSumCentroids) {
   for (std::int64_t l = 0; l < c.k; ++l) {
     const std::int64_t e = map[static_cast<std::size_t>(l)];
     // Centroid = normalise(sum of the unit tokens): f32 rounding of the unit rows and the final
-    // cast leave ~1e-7; a sum of the raw (unnormalised) tokens or a stale seed is off by > 1e-3.
+    // cast leave ~2e-8 (measured); a sum of the raw (unnormalised) tokens or a stale seed is off
+    // by > 1e-3.
     const auto exact = normalised_sum(p, r.assignment, e);
     double dot = 0, max_diff = 0;
     for (std::int64_t j = 0; j < c.d; ++j) {
       max_diff = std::max(max_diff, std::abs(cent[e * c.d + j] - exact[static_cast<std::size_t>(j)]));
       dot += cent[e * c.d + j] * p.directions[static_cast<std::size_t>(l * c.d + j)];
     }
-    EXPECT_LE(max_diff, 1e-6) << "cluster " << e;
+    EXPECT_LE(max_diff, 1e-7) << "cluster " << e;
     // Angle to the planted direction: the mean of ~n/k noise vectors of norm 0.03 leaves about
     // 0.03 / sqrt(n/k) <= 0.0025 rad (0.15 deg) for these cases; a single seed token is ~1.7 deg off.
     const double angle_deg = std::acos(std::min(1.0, dot)) * 180.0 / M_PI;
@@ -195,8 +196,9 @@ INSTANTIATE_TEST_SUITE_P(SphericalKMeans, PlantedClusters,
 
 // Overlapping clusters (noise larger than the separation) need many iterations: the objective
 // must never decrease. In exact arithmetic the assignment step and the update step each can only
-// raise sum_t mu_c(t) . u_t; the scores are f32 dot products (relative error ~ D * 2^-24 ~ 1e-6 for
-// D = 8), so a decrease of up to 1e-6 could be rounding. The history must also be self-consistent.
+// raise sum_t mu_c(t) . u_t. The objective is a mean of f32 dot products, so 1e-7 is allowed for
+// rounding (this run takes ~115 iterations; its smallest step up is ~6e-7, and no step is down).
+// The history must also be self-consistent.
 TEST(SphericalKMeans, ObjectiveNeverDecreasesAndHistoryIsConsistent) {
   const std::int64_t n = 6000, d = 8, k = 8;
   std::mt19937_64 rng(7);
@@ -221,7 +223,7 @@ TEST(SphericalKMeans, ObjectiveNeverDecreasesAndHistoryIsConsistent) {
     EXPECT_EQ(it.iter, static_cast<std::int64_t>(i) + 1);
     EXPECT_EQ(std::accumulate(it.sizes.begin(), it.sizes.end(), std::int64_t{0}), n);
     if (i > 0) {
-      EXPECT_GE(it.objective, r.history[i - 1].objective - 1e-6) << "iteration " << it.iter;
+      EXPECT_GE(it.objective, r.history[i - 1].objective - 1e-7) << "iteration " << it.iter;
     }
     if (i + 1 < r.history.size()) {
       EXPECT_GT(it.changed, 0) << "stopped late at iteration " << it.iter;
@@ -250,7 +252,7 @@ TEST(SphericalKMeans, ObjectiveNeverDecreasesAndHistoryIsConsistent) {
   EXPECT_EQ(all.centroids.to_vector<float>(), r.centroids.to_vector<float>());
 }
 
-// Three directions A, B, C with 100 identical tokens each (label = id mod 3; norms vary by powers
+// Three directions A, B, C with 100 identical tokens each (taking turns in hash order; norms vary by powers
 // of two, so the unit rows are bitwise equal) and two outlier tokens, the ids that hash last, so
 // the 8-token k-means++ sample holds exactly three distinct rows (checked below): the seeding must
 // repeat rows for K = 5, the repeated centroids lose every tie (lowest index wins) and come out of
@@ -270,9 +272,7 @@ TEST(SphericalKMeans, EmptyClustersAreReseededWithTheFarthestTokens) {
     return init::kmeans_sample_hash(o.seed, a) < init::kmeans_sample_hash(o.seed, b);
   });
   std::vector<std::int64_t> label(static_cast<std::size_t>(n));
-  for (std::int64_t id = 0; id < n; ++id) label[static_cast<std::size_t>(id)] = id % 3;
-  label[static_cast<std::size_t>(by_hash[n - 2])] = 3;
-  label[static_cast<std::size_t>(by_hash[n - 1])] = 4;
+  for (std::int64_t i = 0; i < n; ++i) label[static_cast<std::size_t>(by_hash[static_cast<std::size_t>(i)])] = i < n - 2 ? i % 3 : 3 + (i - (n - 2));
   std::set<std::int64_t> sampled;
   for (int i = 0; i < 8; ++i) sampled.insert(label[static_cast<std::size_t>(by_hash[static_cast<std::size_t>(i)])]);
   ASSERT_EQ(sampled, (std::set<std::int64_t>{0, 1, 2})) << "construction: the sample must see A, B and C only";

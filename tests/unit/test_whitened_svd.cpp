@@ -218,6 +218,30 @@ TEST(WhitenedSvd, RankFollowsTauOnAKnownSpectrum) {
   }
 }
 
+// tau = 1 against rounding: with sigma = {1, 1e-9}, sigma_2^2 = 1e-18 is below an ulp of the total
+// (1 + 1e-18 == 1 in double), so a plain cumulative test would already reach tau = 1 at r = 1.
+TEST(WhitenedSvd, TauOneKeepsSingularValuesBelowAnUlpOfTheEnergy) {
+  Matrix w(2, 2);
+  w(0, 0) = 1.0;
+  w(1, 1) = 1e-9;
+  const Tensor eye = to_tensor(Matrix::identity(2), DType::f64);
+  WhitenedSvdOptions o;
+  o.tau = 1.0;
+  o.min_rank_frac = 0.0;
+  o.chol_eps = 0.0;  // S = I: the whitened singular values are W1's
+  const WhitenedSvdResult r = whitened_truncated_svd(to_tensor(w, DType::f64), eye, o);
+  EXPECT_EQ(r.rank, 2);
+  // S = I: W1_r = U Sigma V^T = W1 to the SVD's backward error (~2e-16 ||W1||); the 1e-9 entry is
+  // kept (1e-3 of it: a dropped direction would leave 0 there).
+  const Matrix got = to_matrix(r.w1);
+  EXPECT_NEAR(got(0, 0), 1.0, 1e-15);
+  EXPECT_NEAR(got(0, 1), 0.0, 1e-15);
+  EXPECT_NEAR(got(1, 0), 0.0, 1e-15);
+  EXPECT_NEAR(got(1, 1), 1e-9, 1e-12);
+  o.tau = 1.0 - 1e-6;  // below 1: the tiny direction carries 1e-18 of the energy and is dropped
+  EXPECT_EQ(whitened_truncated_svd(to_tensor(w, DType::f64), eye, o).rank, 1);
+}
+
 // Fewer tokens than D: G = X^T X has rank 5 < 16. Without jitter dpotrf fails (or leaves pivots
 // at rounding level), so the fallback raises the jitter; with the configured 1e-5 it is not needed.
 TEST(WhitenedSvd, SingularSecondMomentFallsBackWithANote) {
