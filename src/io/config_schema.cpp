@@ -138,6 +138,8 @@ const std::vector<ConfigKey>& config_schema() {
       {"train", "adam_eps", T::Float, "1e-8", above(0), nullptr, "AdamW epsilon."},
       {"train", "grad_clip", T::Float, "1", at_least(0), nullptr, "Global gradient-norm clip; 0 = off."},
       {"train", "eval_every", T::Int, "200", at_least(0), nullptr, "Evaluate every N steps; 0 = only at the end."},
+      {"train", "eval_at_start", T::Bool, "false", kAnyValue, nullptr,
+       "Also evaluate before the first step (e.g. an upcycled model as it starts)."},
       {"train", "nan_policy", T::Enum, "stop", kAnyValue, "stop|skip",
        "On a non-finite loss: stop the run, or skip the step and go on."},
 

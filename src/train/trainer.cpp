@@ -194,6 +194,7 @@ TrainResult Trainer::run() {
   };
 
   TrainResult result;
+  if (cfg_.get_bool("train.eval_at_start") && state_.step == 0) evaluate(0);
   task_.model().train(true);
   auto window_start = std::chrono::steady_clock::now();
   double window_tokens = 0, window_loss = 0;

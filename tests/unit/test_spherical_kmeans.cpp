@@ -146,6 +146,7 @@ double mean_best_cosine(const Planted& p, const Tensor& centroids) {
 struct Case {
   std::int64_t k, d, n;
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << "K=" << c.k << " D=" << c.d << " n=" << c.n; }
 
 class PlantedClusters : public ::testing::TestWithParam<Case> {};
 
@@ -188,7 +189,7 @@ TEST_P(PlantedClusters, RecoveredExactlyWithNormalisedSumCentroids) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(SphericalKMeans, PlantedClusters,
+INSTANTIATE_TEST_SUITE_P(kmeans, PlantedClusters,
                          ::testing::Values(Case{4, 16, 1500}, Case{6, 32, 2500}, Case{8, 64, 4000}),
                          [](const ::testing::TestParamInfo<Case>& i) {
                            return "K" + std::to_string(i.param.k) + "_D" + std::to_string(i.param.d);
@@ -199,7 +200,7 @@ INSTANTIATE_TEST_SUITE_P(SphericalKMeans, PlantedClusters,
 // raise sum_t mu_c(t) . u_t. The objective is a mean of f32 dot products, so 1e-7 is allowed for
 // rounding (this run takes ~115 iterations; its smallest step up is ~6e-7, and no step is down).
 // The history must also be self-consistent.
-TEST(SphericalKMeans, ObjectiveNeverDecreasesAndHistoryIsConsistent) {
+TEST(kmeans, ObjectiveNeverDecreasesAndHistoryIsConsistent) {
   const std::int64_t n = 6000, d = 8, k = 8;
   std::mt19937_64 rng(7);
   std::normal_distribution<float> g(0.0f, 1.0f);
@@ -232,13 +233,27 @@ TEST(SphericalKMeans, ObjectiveNeverDecreasesAndHistoryIsConsistent) {
   EXPECT_GT(r.history.back().objective, r.history.front().objective + 1e-3);
   // At convergence the last objective is the mean best cosine to the returned centroids.
   EXPECT_NEAR(r.history.back().objective, mean_best_cosine(p, r.centroids), 1e-6);
-  // Unit rows, and the assignment is the argmax of the returned centroids.
+  // Unit rows.
   const auto c = r.centroids.to_vector<float>();
   for (std::int64_t e = 0; e < k; ++e) {
     double q = 0;
     for (std::int64_t j = 0; j < d; ++j) q += double(c[e * d + j]) * c[e * d + j];
     EXPECT_NEAR(std::sqrt(q), 1.0, 1e-6);
   }
+  // Every token sits with a centroid of (within f32 rounding of the scores) the highest cosine.
+  const auto a = r.assignment.to_vector<std::int64_t>();
+  std::int64_t not_best = 0;
+  for (std::int64_t t = 0; t < n; ++t) {
+    double best = -2, mine = 0;
+    for (std::int64_t e = 0; e < k; ++e) {
+      double dot = 0;
+      for (std::int64_t j = 0; j < d; ++j) dot += double(c[e * d + j]) * x[static_cast<std::size_t>(t * d + j)];
+      best = std::max(best, dot);
+      if (e == a[static_cast<std::size_t>(t)]) mine = dot;
+    }
+    not_best += mine < best - 1e-5 * std::max(1.0, std::abs(best));
+  }
+  EXPECT_EQ(not_best, 0);
   EXPECT_EQ(r.sizes, r.history.back().sizes);
 
   // stop_when_stable = false runs every iteration and repeats the fixed point.
@@ -258,7 +273,7 @@ TEST(SphericalKMeans, ObjectiveNeverDecreasesAndHistoryIsConsistent) {
 // repeat rows for K = 5, the repeated centroids lose every tie (lowest index wins) and come out of
 // the first assignment empty. They must take the two outliers (the tokens farthest from their
 // centroids, one each), after which the five clusters are exactly {A}, {B}, {C}, {o1}, {o2}.
-TEST(SphericalKMeans, EmptyClustersAreReseededWithTheFarthestTokens) {
+TEST(kmeans, EmptyClustersAreReseededWithTheFarthestTokens) {
   const std::int64_t d = 16, k = 5, n = 302;
   std::mt19937_64 rng(11);
   std::vector<std::vector<double>> dirs;
@@ -304,7 +319,7 @@ TEST(SphericalKMeans, EmptyClustersAreReseededWithTheFarthestTokens) {
 
 // Fewer distinct directions than K can never fill K clusters stably; re-seeding still leaves no
 // cluster empty in any reported iteration, and the run ends.
-TEST(SphericalKMeans, FewerDistinctDirectionsThanKStillReportsNoEmptyCluster) {
+TEST(kmeans, FewerDistinctDirectionsThanKStillReportsNoEmptyCluster) {
   const std::int64_t d = 8, k = 4, n = 90;
   std::mt19937_64 rng(5);
   std::vector<std::vector<double>> dirs;
@@ -323,7 +338,7 @@ TEST(SphericalKMeans, FewerDistinctDirectionsThanKStillReportsNoEmptyCluster) {
 }
 
 // The reductions use fixed chunks, so the thread count cannot change a bit of the result.
-TEST(SphericalKMeans, ThreadCountDoesNotChangeTheResult) {
+TEST(kmeans, ThreadCountDoesNotChangeTheResult) {
   const Planted p = planted(5000, 24, 6, 3);
   KMeansOptions o;
   o.clusters = 6;
@@ -343,7 +358,7 @@ TEST(SphericalKMeans, ThreadCountDoesNotChangeTheResult) {
 // The sample and the seeding follow the ids, not the row order: shuffled rows (with their ids) give
 // the same clusters per id, and centroids equal up to the order of the double sums (~1e-16,
 // visible at most as one f32 rounding step, 6e-8).
-TEST(SphericalKMeans, RowOrderDoesNotMatter) {
+TEST(kmeans, RowOrderDoesNotMatter) {
   const Planted p = planted(3000, 20, 5, 9);
   std::vector<std::int64_t> perm(static_cast<std::size_t>(p.n));
   std::iota(perm.begin(), perm.end(), std::int64_t{0});
@@ -378,7 +393,7 @@ std::string error_of(F&& f) {
   return "";
 }
 
-TEST(SphericalKMeans, BadInputsThrowWithMessagesThatNameTheProblem) {
+TEST(kmeans, BadInputsThrowWithMessagesThatNameTheProblem) {
   const Planted p = planted(10, 4, 2, 1);
   const Tensor x = points_tensor(p), ids = iota_ids(10);
   KMeansOptions o;
