@@ -19,6 +19,9 @@
 #include <limits>
 #include <numeric>
 #include <string>
+#include <chrono>
+#include <cstdio>
+static double T_[8]; static double now_(){return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();}
 
 #include "backend/cpu/cpu_parallel.hpp"
 #include "upcycle/backend/backend.hpp"
@@ -310,9 +313,10 @@ class Lloyd {
   Lloyd(const LocalInput& in, const WorldInput& w, std::int64_t K, Communicator& comm)
       : in_(in), w_(w), K_(K), D_(w.d), comm_(comm), stride_(K * w.d + K + 2),
         chunks_(make_chunks(in.n, stride_)) {
-    scores_ = Tensor::empty({std::max<std::int64_t>(in.n, 1), K});
+    scores_ = Tensor::empty({K, std::max<std::int64_t>(in.n, 1)});
     assignment_ = Tensor::full({in.n}, -1.0, DType::i64);
     best_.assign(static_cast<std::size_t>(in.n), 0.0f);
+    arg_.assign(static_cast<std::size_t>(in.n), 0);
     partial_.assign(static_cast<std::size_t>(chunks_.count * stride_), 0.0);
     global_ = Tensor::zeros({stride_}, DType::f64);
   }
@@ -320,7 +324,9 @@ class Lloyd {
   // One iteration: assignment, reduction, re-seeding of empty clusters, centroid update.
   KMeansIteration step(Tensor& centroids, std::int64_t iter) {
     assign(centroids);
+    double t0 = now_();
     reduce_chunks();
+    T_[4] += now_() - t0;
     comm_.all_reduce(global_, CommReduce::sum);
     double* g = global_.data<double>();
     KMeansIteration it;
@@ -336,45 +342,55 @@ class Lloyd {
   const Tensor& assignment() const { return assignment_; }
 
  private:
-  // scores = unit x centroids^T (one GEMM), then per token the argmax (ties: lowest index) and
-  // per chunk the double sums of its tokens' unit rows, the counts, the objective and `changed`.
+  // scores^T = centroids x unit^T (one GEMM, [K, n]: with K small, this orientation packs the
+  // large operand faster than unit x centroids^T), then per chunk: the argmax of every token
+  // (ties: lowest index; a pass per cluster over the chunk, branch-free and vectorised across
+  // tokens), and the double sums of the tokens' unit rows, counts, objective and `changed`.
   void assign(const Tensor& centroids) {
     const std::int64_t n = in_.n, K = K_, D = D_;
     if (n > 0) {
       GemmDesc g;
-      g.m = n;
-      g.n = K;
+      g.m = K;
+      g.n = n;
       g.k = D;
       g.trans_b = true;
-      backend_for(Device::cpu).gemm(g, in_.unit, centroids, scores_);
+      double t0 = now_();
+      backend_for(Device::cpu).gemm(g, centroids, in_.unit, scores_);
+      T_[2] += now_() - t0;
     }
+    double t1 = now_();
     const float* s = scores_.data<float>();
     const float* x = n > 0 ? in_.unit.data<float>() : nullptr;
     std::int64_t* a = assignment_.data<std::int64_t>();
     cpu::parallel_for(chunks_.count, 1, [&](std::int64_t c0, std::int64_t c1) {
       for (std::int64_t c = c0; c < c1; ++c) {
+        const std::int64_t t0 = c * chunks_.size, len = std::min(n, t0 + chunks_.size) - t0;
+        float* best = best_.data() + t0;
+        std::int32_t* arg = arg_.data() + t0;
+        std::copy(s + t0, s + t0 + len, best);
+        std::fill(arg, arg + len, 0);
+        for (std::int64_t e = 1; e < K; ++e) {
+          const float* se = s + e * n + t0;
+          const std::int32_t ei = static_cast<std::int32_t>(e);
+#pragma omp simd
+          for (std::int64_t i = 0; i < len; ++i) {
+            const bool higher = se[i] > best[i];
+            best[i] = higher ? se[i] : best[i];
+            arg[i] = higher ? ei : arg[i];
+          }
+        }
         double* part = partial_.data() + c * stride_;
         std::fill(part, part + stride_, 0.0);
-        double* sums = part;
         double* counts = part + K * D;
         double objective = 0, changed = 0;
-        const std::int64_t t1 = std::min(n, (c + 1) * chunks_.size);
-        for (std::int64_t t = c * chunks_.size; t < t1; ++t) {
-          const float* row = s + t * K;
-          std::int64_t arg = 0;
-          float best = row[0];
-          for (std::int64_t e = 1; e < K; ++e)
-            if (row[e] > best) {
-              best = row[e];
-              arg = e;
-            }
-          objective += best;
-          changed += a[t] != arg ? 1.0 : 0.0;
-          a[t] = arg;
-          best_[static_cast<std::size_t>(t)] = best;
-          counts[arg] += 1.0;
-          double* acc = sums + arg * D;
-          const float* u = x + t * D;
+        for (std::int64_t i = 0; i < len; ++i) {
+          const std::int64_t e = arg[i];
+          objective += best[i];
+          changed += a[t0 + i] != e ? 1.0 : 0.0;
+          a[t0 + i] = e;
+          counts[e] += 1.0;
+          double* acc = part + e * D;
+          const float* u = x + (t0 + i) * D;
 #pragma omp simd
           for (std::int64_t j = 0; j < D; ++j) acc[j] += u[j];
         }
@@ -382,6 +398,7 @@ class Lloyd {
         part[K * D + K + 1] = changed;
       }
     });
+    T_[3] += now_() - t1;
   }
 
   // global_ = sum of the chunk partials, in chunk order (each element independently).
@@ -505,7 +522,8 @@ class Lloyd {
   const std::int64_t stride_;  // per chunk: K * D sums, K counts, objective, changed
   const Chunks chunks_;
   Tensor scores_, assignment_, global_;
-  std::vector<float> best_;       // per token: cosine to its assigned centroid
+  std::vector<float> best_;         // per token: cosine to its assigned centroid
+  std::vector<std::int32_t> arg_;   // per token: the argmax of the last assignment step
   std::vector<double> partial_;   // [chunks, stride_]
 };
 
@@ -521,12 +539,16 @@ KMeansResult spherical_kmeans(const Tensor& points, const Tensor& global_ids, co
   UPCYCLE_CHECK(options.init_sample >= 1, "spherical_kmeans: init_sample must be >= 1, got ", options.init_sample);
   const std::int64_t K = options.clusters;
 
+  for (double& t : T_) t = 0;
+  double t0 = now_();
   const LocalInput in = check_local(points, global_ids);
+  T_[0] = now_() - t0; t0 = now_();
   const WorldInput w = agree_on_input(in, K, comm);
   // k-means++ needs K distinct rows to choose from at least: the sample is never smaller than K.
   const std::int64_t sample_size = std::min(w.total, std::max(options.init_sample, K));
   Tensor centroids = kmeans_plus_plus(gather_sample(in, w, sample_size, options.seed, comm), K, options.seed);
 
+  T_[1] = now_() - t0;
   KMeansResult result;
   Lloyd lloyd(in, w, K, comm);
   for (std::int64_t iter = 1; iter <= options.max_iters; ++iter) {
@@ -537,6 +559,7 @@ KMeansResult spherical_kmeans(const Tensor& points, const Tensor& global_ids, co
       break;
     }
   }
+  std::fprintf(stderr, "TIMING normalise %.4f seed %.4f gemm %.4f assign %.4f reduce %.4f\n", T_[0], T_[1], T_[2], T_[3], T_[4]);
   result.centroids = centroids;
   result.assignment = lloyd.assignment();
   result.sizes = result.history.back().sizes;
