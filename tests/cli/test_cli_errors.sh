@@ -66,7 +66,7 @@ cmp -s "$tmp/out" "$tmp/resolved.ini" || { echo "FAIL: --print-config output doe
 
 # A valid config whose stages this version cannot all run: config.ini is written, then every
 # stage is checked before any runs, so the missing one is reported at once (a usage error).
-expect 2 "the stage 'upcycle' is not available in this version" -- "$example" --run.dir="$tmp/run" --train.steps=42
+expect 2 "the stage 'eval' is not available in this version" -- "$example" --run.dir="$tmp/run" --train.steps=42
 cmp -s "$tmp/run/config.ini" "$tmp/resolved.ini" || { echo "FAIL: run.dir/config.ini differs from --print-config"; failures=$((failures + 1)); }
 
 expect 2 "run.dir is empty" -- "$example" --run.dir=

@@ -153,7 +153,7 @@ TEST(MoeTraining, DenseCheckpointStillLoads) {
   TrainState state;
   CheckpointLoadOptions options;  // the MoE path's options, with nothing sharded or optional present
   options.optional.emplace_back("/state/moe/blocks/01/aux_free_bias", Tensor::zeros({4}));
-  EXPECT_NO_THROW(load_checkpoint(step_checkpoint_path(stage_checkpoint_dir(d.string(), "moe"), 1), task->model(), &opt, &state, &options));
+  EXPECT_NO_THROW(load_checkpoint(step_checkpoint_path(stage_checkpoint_dir(d.string(), "dense"), 1), task->model(), &opt, &state, &options));
   EXPECT_EQ(state.step, 1);
   fs::remove_all(d);
 }

@@ -139,6 +139,7 @@ class PoisonedTask : public Task {
   std::map<std::string, double> evaluate(Communicator& c) override { return inner_->evaluate(c); }
   ShardedSampler& sampler() override { return inner_->sampler(); }
   std::string headline_metric() const override { return inner_->headline_metric(); }
+  nn::ModuleList<nn::TransformerBlock>& blocks() override { return inner_->blocks(); }
 
  private:
   std::unique_ptr<Task> inner_;

@@ -2,11 +2,11 @@
 // Distributed spherical k-means (METHODS.md section 1, cluster-aware initialisation, step 2):
 // the tokens u_t are clustered by direction, u_t / ||u_t||, into K unit centroids mu_e.
 //
-//   seeding: k-means++ on a sample of max(init_sample, K) tokens (all of them when there are
-//            fewer). The sample is the tokens with the
-//            smallest 64-bit Philox hash of (seed, global id) over ALL ranks, gathered to every
-//            rank and ordered by (hash, id); every rank then runs the same k-means++ on it, so the
-//            start does not depend on how the tokens are sharded.
+//   seeding: greedy k-means++ (2 + ln K candidates per step, the best one kept) on a sample of
+//            max(init_sample, K) tokens (all of them when there are fewer). The sample is the
+//            tokens with the smallest 64-bit Philox hash of (seed, global id) over ALL ranks,
+//            gathered to every rank and ordered by (hash, id); every rank then runs the same
+//            seeding on it, so the start does not depend on how the tokens are sharded.
 //   Lloyd:   assign c(t) = argmax_e mu_e . u_t/||u_t|| (ties: lowest e), then
 //            mu_e = normalise(sum_{t in C_e} u_t/||u_t||). Per iteration one GEMM for the scores
 //            and one all_reduce for sums, counts, objective and changed assignments; sums in double.
