@@ -255,81 +255,83 @@ std::int64_t draw_weighted(const std::vector<double>& weight, double target) {
 // Candidates per greedy k-means++ step. On the noisy clusters of the unit test
 // NoisyHighDimensionalClustersAreRecovered (K = 8, 100 seeds) plain k-means++ (1 candidate) merged
 // two clusters in 61 runs, 4 candidates (scikit-learn's 2 + ln K) in 6, 8 in 2, 12 in none; so
-// 4 + 4 ln K (12 for K = 8). The candidates of a step cost one GEMM over the sample.
+// 4 + 4 ln K (12 for K = 8).
 std::int64_t seeding_trials(std::int64_t K) { return 4 + static_cast<std::int64_t>(4.0 * std::log(static_cast<double>(K))); }
 
+// Squared Euclidean distance of two rows in float: exactly 0 for identical rows (a GEMM's
+// 2 - 2 cos is not), and ample precision to weigh the draws.
+float squared_distance(const float* a, const float* b, std::int64_t d) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (std::int64_t j = 0; j < d; ++j) {
+    const float diff = a[j] - b[j];
+    s += diff * diff;
+  }
+  return s;
+}
+
+struct Seeding {
+  Tensor centroids;        // [K, D]; rows >= placed are unset
+  std::int64_t placed = 0;
+};
+
 // Greedy k-means++ on the sample (the same on every rank; Arthur & Vassilvitskii 2007, as in
-// scikit-learn): the weight of a row is its squared distance to the nearest chosen centroid,
-// 2 - 2 cos for unit rows; each step draws seeding_trials(K) candidates with probability
-// proportional to the weight and keeps the one that lowers the total weight most (ties: the first
-// drawn). Plain k-means++ often puts two seeds into one cluster when the clusters are noisy (two
-// tokens of one cluster are then not much closer than tokens of two clusters), and Lloyd does not
-// undo that. When every weight is 0 (fewer distinct rows than K) the first unchosen row is taken:
-// it duplicates a centroid, comes out of the first assignment empty and is re-seeded by the Lloyd
-// loop. Rows of a duplicate weigh ~1e-7 rather than 0 (the cosine is an f32 dot product), so
-// they may also be drawn; either way the duplicate centroid is re-seeded.
-Tensor kmeans_plus_plus(const Tensor& sample, std::int64_t K, std::uint64_t seed) {
+// scikit-learn): the weight of a row is its squared distance to the nearest chosen centroid; each
+// step draws seeding_trials(K) candidates with probability proportional to the weight and keeps
+// the one that lowers the total weight most (ties: the first drawn). Plain k-means++ often puts
+// two seeds into one cluster when the clusters are noisy (two tokens of one cluster are then not
+// much closer than tokens of two clusters), and Lloyd does not undo that. When every weight is 0
+// (the sample holds fewer distinct rows than K) the remaining centroids are left unplaced: they
+// sit out the first assignment and are re-seeded from all tokens like any empty cluster. (A
+// duplicate centroid instead would tie with its twin, and f32 rounding would settle the ties.)
+Seeding kmeans_plus_plus(const Tensor& sample, std::int64_t K, std::uint64_t seed) {
   const std::int64_t S = sample.dim(0), D = sample.dim(1), trials = seeding_trials(K);
   const float* x = sample.data<float>();
-  Tensor centroids = Tensor::empty({K, D});
-  float* c = centroids.data<float>();
-  Tensor cand = Tensor::empty({trials, D}), dots = Tensor::empty({trials, S});
+  Seeding out;
+  out.centroids = Tensor::zeros({K, D});
+  float* c = out.centroids.data<float>();
   std::vector<double> weight(static_cast<std::size_t>(S), std::numeric_limits<double>::infinity());
-  std::vector<double> trial_weight(static_cast<std::size_t>(trials * S));
-  std::vector<char> chosen(static_cast<std::size_t>(S), 0);
-  std::uint64_t draw = 0;
-  // trial_weight[l] = min(weight, 2 - 2 cos(row, candidate l)) for the first `m` candidates
-  // in `picks`, and their totals (in row order: partition-independent).
-  std::vector<double> totals(static_cast<std::size_t>(trials));
-  const auto lowered = [&](const std::vector<std::int64_t>& picks) {
+  std::vector<double> trial_weight(static_cast<std::size_t>(trials * S)), totals(static_cast<std::size_t>(trials));
+  std::vector<std::int64_t> picks;
+  // trial_weight[l] = min(weight, distance to row picks[l]) and its total (summed in row order).
+  // Rows in blocks: each row meets all candidates while it is in cache.
+  const auto lowered = [&]() {
     const std::int64_t m = static_cast<std::int64_t>(picks.size());
-    for (std::int64_t l = 0; l < m; ++l) std::copy(x + picks[l] * D, x + (picks[l] + 1) * D, cand.data<float>() + l * D);
-    GemmDesc g;
-    g.m = m;
-    g.n = S;
-    g.k = D;
-    g.trans_b = true;
-    backend_for(Device::cpu).gemm(g, cand, sample, dots);
-    const float* dp = dots.data<float>();
-    cpu::parallel_for(m, 1, [&](std::int64_t l0, std::int64_t l1) {
-      for (std::int64_t l = l0; l < l1; ++l) {
-        double total = 0;
-        double* w = trial_weight.data() + l * S;
-        for (std::int64_t i = 0; i < S; ++i) {
-          const double d2 = std::max(0.0, 2.0 - 2.0 * static_cast<double>(dp[l * S + i]));
-          w[i] = std::min(weight[static_cast<std::size_t>(i)], d2);
-          total += w[i];
-        }
-        totals[static_cast<std::size_t>(l)] = total;
-      }
+    cpu::parallel_for(S, 64, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i)
+        for (std::int64_t l = 0; l < m; ++l)
+          trial_weight[static_cast<std::size_t>(l * S + i)] = std::min<double>(
+              weight[static_cast<std::size_t>(i)], squared_distance(x + i * D, x + picks[static_cast<std::size_t>(l)] * D, D));
     });
+    for (std::int64_t l = 0; l < m; ++l) {
+      double t = 0;
+      for (std::int64_t i = 0; i < S; ++i) t += trial_weight[static_cast<std::size_t>(l * S + i)];
+      totals[static_cast<std::size_t>(l)] = t;
+    }
   };
-  std::int64_t pick = std::min<std::int64_t>(S - 1, static_cast<std::int64_t>(seeding_uniform(seed, draw++) * S));
-  std::vector<std::int64_t> picks{pick};
+  std::uint64_t draw = 0;
+  picks.push_back(std::min<std::int64_t>(S - 1, static_cast<std::int64_t>(seeding_uniform(seed, draw++) * S)));
   for (std::int64_t j = 0; j < K; ++j) {
-    std::int64_t best = 0;
     if (j > 0) {
       double total = 0;
       for (double v : weight) total += v;
+      if (!(total > 0)) break;  // every row sits on a centroid: leave the rest unplaced
       picks.clear();
-      if (total > 0) {
-        for (std::int64_t l = 0; l < trials; ++l)
-          picks.push_back(draw_weighted(weight, seeding_uniform(seed, draw++) * total));
-      } else {
-        pick = 0;
-        while (pick + 1 < S && chosen[static_cast<std::size_t>(pick)]) ++pick;
-        picks.push_back(pick);
-      }
+      for (std::int64_t l = 0; l < trials; ++l) picks.push_back(draw_weighted(weight, seeding_uniform(seed, draw++) * total));
     }
-    if (j + 1 < K || picks.size() > 1) lowered(picks);
-    for (std::size_t l = 1; l < picks.size(); ++l)
-      if (totals[l] < totals[static_cast<std::size_t>(best)]) best = static_cast<std::int64_t>(l);
-    pick = picks[static_cast<std::size_t>(best)];
-    chosen[static_cast<std::size_t>(pick)] = 1;
+    std::size_t best = 0;
+    if (j + 1 < K || picks.size() > 1) {
+      lowered();
+      for (std::size_t l = 1; l < picks.size(); ++l)
+        if (totals[l] < totals[best]) best = l;
+      std::copy(trial_weight.begin() + static_cast<std::ptrdiff_t>(best) * S,
+                trial_weight.begin() + static_cast<std::ptrdiff_t>(best + 1) * S, weight.begin());
+    }
+    const std::int64_t pick = picks[best];
     std::copy(x + pick * D, x + (pick + 1) * D, c + j * D);
-    std::copy(trial_weight.begin() + best * S, trial_weight.begin() + (best + 1) * S, weight.begin());
+    out.placed = j + 1;
   }
-  return centroids;
+  return out;
 }
 
 // ---- 3. Lloyd iterations ---------------------------------------------------------------------
@@ -362,8 +364,9 @@ class Lloyd {
   }
 
   // One iteration: assignment, reduction, re-seeding of empty clusters, centroid update.
-  KMeansIteration step(Tensor& centroids, std::int64_t iter) {
-    assign(centroids);
+  // Only the first `active` centroids compete in the assignment step.
+  KMeansIteration step(Tensor& centroids, std::int64_t iter, std::int64_t active) {
+    assign(centroids, active);
     reduce_chunks();
     comm_.all_reduce(global_, CommReduce::sum);
     double* g = global_.data<double>();
@@ -384,7 +387,7 @@ class Lloyd {
   // large operand faster than unit x centroids^T), then per chunk: the argmax of every token
   // (ties: lowest index; a pass per cluster over the chunk, branch-free and vectorised across
   // tokens), and the double sums of the tokens' unit rows, counts, objective and `changed`.
-  void assign(const Tensor& centroids) {
+  void assign(const Tensor& centroids, std::int64_t active) {
     const std::int64_t n = in_.n, K = K_, D = D_;
     if (n > 0) {
       GemmDesc g;
@@ -404,7 +407,7 @@ class Lloyd {
         std::int32_t* arg = arg_.data() + t0;
         std::copy(s + t0, s + t0 + len, best);
         std::fill(arg, arg + len, 0);
-        for (std::int64_t e = 1; e < K; ++e) {
+        for (std::int64_t e = 1; e < active; ++e) {
           const float* se = s + e * n + t0;
           const std::int32_t ei = static_cast<std::int32_t>(e);
 #pragma omp simd
@@ -577,12 +580,14 @@ KMeansResult spherical_kmeans(const Tensor& points, const Tensor& global_ids, co
   const WorldInput w = agree_on_input(in, K, comm);
   // k-means++ needs K distinct rows to choose from at least: the sample is never smaller than K.
   const std::int64_t sample_size = std::min(w.total, std::max(options.init_sample, K));
-  Tensor centroids = kmeans_plus_plus(gather_sample(in, w, sample_size, options.seed, comm), K, options.seed);
+  Seeding seeding = kmeans_plus_plus(gather_sample(in, w, sample_size, options.seed, comm), K, options.seed);
+  Tensor centroids = seeding.centroids;
 
   KMeansResult result;
   Lloyd lloyd(in, w, K, comm);
   for (std::int64_t iter = 1; iter <= options.max_iters; ++iter) {
-    result.history.push_back(lloyd.step(centroids, iter));
+    // Unplaced centroids sit out the first assignment (they come out empty and are re-seeded).
+    result.history.push_back(lloyd.step(centroids, iter, iter == 1 ? seeding.placed : K));
     const KMeansIteration& it = result.history.back();
     if (options.stop_when_stable && it.changed == 0 && it.reseeded == 0) {
       result.converged = true;

@@ -293,6 +293,13 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
   for (std::size_t i = 0; i < r.blocks.size(); ++i) {
     const init::BlockReport& rep = r.reports[i];
     blocks += (i ? "," : "") + block_report_json(r.blocks[i], rep).str();
+    for (const auto& it : rep.kmeans) {
+      std::string l = "[upcycle] block " + std::to_string(r.blocks[i]) + " k-means iteration " + std::to_string(it.iter) +
+                      ": objective " + std::to_string(it.objective) + ", changed " + std::to_string(it.changed) +
+                      (it.reseeded ? ", re-seeded " + std::to_string(it.reseeded) : std::string()) + ", sizes";
+      for (auto s : it.sizes) l += " " + std::to_string(s);
+      std::cout << l << "\n";
+    }
     std::string line = "[upcycle] block " + std::to_string(r.blocks[i]) + ":";
     if (!rep.kmeans.empty())
       line += " k-means " + std::to_string(rep.kmeans.size()) + " iterations, objective " +

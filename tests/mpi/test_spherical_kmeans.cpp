@@ -63,8 +63,10 @@ Data clustered(std::int64_t n, std::int64_t d, std::int64_t k, double noise, std
 }
 
 // Three directions with `per` identical tokens each and two outliers whose ids hash last: with a
-// sample of 8, k-means++ repeats rows for K = 5 and two clusters come out of the first assignment
-// empty and are re-seeded (tests/unit/test_spherical_kmeans.cpp checks this in detail).
+// sample of 8, k-means++ places only three of K = 5 centroids, and two clusters come out of the
+// first assignment empty and are re-seeded (tests/unit/test_spherical_kmeans.cpp checks this in
+// detail). The outliers sit on different ranks than most of the tokens, so the re-seeding's
+// candidate exchange and vector all-reduce are exercised.
 Data with_empty_clusters(std::int64_t per, std::uint64_t sample_seed) {
   const std::int64_t d = 16, n = 3 * per + 2;
   std::mt19937_64 rng(11);

@@ -288,10 +288,10 @@ TEST(kmeans, ObjectiveNeverDecreasesAndHistoryIsConsistent) {
 
 // Three directions A, B, C with 100 identical tokens each (taking turns in hash order; norms vary by powers
 // of two, so the unit rows are bitwise equal) and two outlier tokens, the ids that hash last, so
-// the 8-token k-means++ sample holds exactly three distinct rows (checked below): the seeding must
-// repeat rows for K = 5, the repeated centroids lose every tie (lowest index wins) and come out of
-// the first assignment empty. They must take the two outliers (the tokens farthest from their
-// centroids, one each), after which the five clusters are exactly {A}, {B}, {C}, {o1}, {o2}.
+// the 8-token k-means++ sample holds exactly three distinct rows (checked below): the seeding can
+// place only three of K = 5 centroids, the other two sit out the first assignment and come out of
+// it empty. They must take the two outliers (the tokens farthest from their centroids, one each),
+// after which the five clusters are exactly {A}, {B}, {C}, {o1}, {o2}.
 TEST(kmeans, EmptyClustersAreReseededWithTheFarthestTokens) {
   const std::int64_t d = 16, k = 5, n = 302;
   std::mt19937_64 rng(11);

@@ -56,7 +56,8 @@ struct KMeansResult {
 // Throws upcycle::Error on every rank (the checks are agreed on collectively, so no rank is left
 // waiting in a collective) when K < 1, max_iters < 1, init_sample < 1, the total number of tokens is
 // < K, the dims differ between ranks, the ids do not match the points, or a row has zero or
-// non-finite norm (the message names the smallest such global id).
+// non-finite norm (the message names the smallest such global id). Ids that occur twice are
+// reported when they come up among the sample's candidates (not an exhaustive check).
 KMeansResult spherical_kmeans(const Tensor& points, const Tensor& global_ids, const KMeansOptions& options,
                               Communicator& comm);
 
