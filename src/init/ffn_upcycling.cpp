@@ -56,6 +56,13 @@ void drop_svd_rows(float* m, std::int64_t rows, std::int64_t cols, double keep_f
 
 }  // namespace
 
+ExpertSet copies_with_random_router(const BlockContext& ctx, const DenseFfn& dense, RngStream& rng) {
+  const Tensor router = normal_tensor({ctx.options.num_experts, dense.d_model()}, ctx.options.router_std, rng);
+  ExpertSet s = replicate_dense(dense, ctx.options.num_experts);
+  s.router = router;
+  return s;
+}
+
 std::int64_t expert_width(const UpcycleOptions& options, std::int64_t d_ff) {
   return options.method == "granular" ? d_ff / options.granularity : d_ff;
 }
@@ -94,9 +101,7 @@ ExpertSet replicate_dense(const DenseFfn& dense, std::int64_t experts) {
 ExpertSet upcycle_sparse(const BlockContext& ctx, const DenseFfn& dense, BlockReport&) {
   const auto& o = ctx.options;
   RngStream rng = upcycle_stream(o.seed, ctx.block);
-  const Tensor router = normal_tensor({o.num_experts, dense.d_model()}, o.router_std, rng);
-  ExpertSet s = replicate_dense(dense, o.num_experts);
-  s.router = router;
+  ExpertSet s = copies_with_random_router(ctx, dense, rng);
   if (o.noise_std > 0) {
     for (Tensor* w : {&s.w1, &s.w2}) {
       const Tensor noise = normal_tensor(w->shape(), o.noise_std, rng);
@@ -112,9 +117,7 @@ ExpertSet upcycle_drop(const BlockContext& ctx, const DenseFfn& dense, BlockRepo
   const auto& o = ctx.options;
   RngStream rng = upcycle_stream(o.seed, ctx.block);
   const std::int64_t D = dense.d_model(), F = dense.d_ff(), R = dense.rows_per_unit;
-  const Tensor router = normal_tensor({o.num_experts, D}, o.router_std, rng);
-  ExpertSet s = replicate_dense(dense, o.num_experts);
-  s.router = router;
+  ExpertSet s = copies_with_random_router(ctx, dense, rng);
   const std::int64_t n = static_cast<std::int64_t>(std::floor(o.drop_ratio * static_cast<double>(F)));
   const float* w1 = dense.w1.data<float>();
   const float* w2 = dense.w2.data<float>();
@@ -143,10 +146,8 @@ ExpertSet upcycle_drop(const BlockContext& ctx, const DenseFfn& dense, BlockRepo
 ExpertSet upcycle_drop_svd(const BlockContext& ctx, const DenseFfn& dense, BlockReport&) {
   const auto& o = ctx.options;
   RngStream rng = upcycle_stream(o.seed, ctx.block);
-  const std::int64_t D = dense.d_model(), F = dense.d_ff(), R = dense.rows_per_unit;
-  const Tensor router = normal_tensor({o.num_experts, D}, o.router_std, rng);
-  ExpertSet s = replicate_dense(dense, o.num_experts);
-  s.router = router;
+  const std::int64_t F = dense.d_ff(), D = dense.d_model(), R = dense.rows_per_unit;
+  ExpertSet s = copies_with_random_router(ctx, dense, rng);
   for (std::int64_t e = 0; e < o.num_experts; ++e) {
     // Per matrix: the gate and the up-projection of SwiGLU are separate matrices.
     for (std::int64_t q = 0; q < R; ++q) drop_svd_rows(expert_ptr(s.w1, e) + q * F * D, F, D, o.svd_keep_frac, rng);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -86,6 +87,16 @@ JsonObject& JsonObject::add_raw(const std::string& k, const std::string& json) {
   key(k);
   body_ += json;
   return *this;
+}
+
+void write_json_file(const std::string& path, const JsonObject& o) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << o.str() << "\n";
+    UPCYCLE_CHECK(out.good(), tmp, ": cannot write");
+  }
+  UPCYCLE_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path);
 }
 
 MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::app), path_(path) {

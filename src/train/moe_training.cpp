@@ -21,6 +21,16 @@ int expert_parallel_size(const Config& cfg, int world_size) {
   return static_cast<int>(p);
 }
 
+MoeTask make_moe_task(const Config& cfg, std::shared_ptr<Communicator> world) {
+  MoeTask m;
+  m.groups = make_process_groups(world, expert_parallel_size(cfg, world->size()));
+  TaskOptions options;
+  options.moe = true;
+  options.expert_parallel = m.groups.expert_parallel;
+  m.task = make_task(cfg, *world, options);
+  return m;
+}
+
 MoeTraining::MoeTraining(const Config& cfg, std::shared_ptr<Communicator> world, const Task& task)
     : world_(std::move(world)),
       task_(task),

@@ -26,14 +26,7 @@ void write_report(const Config& cfg, const Communicator& world, const std::strin
   if (!r.losses.empty()) o.add("final_train_loss", r.losses.back());
   for (const auto& [k, v] : r.final_eval) o.add(k, v);
   o.add("world_size", world.size());
-  const fs::path path = fs::path(cfg.get_string("run.dir")) / "report.json";
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << o.str() << "\n";
-    UPCYCLE_CHECK(out.good(), tmp.string(), ": cannot write the report");
-  }
-  fs::rename(tmp, path);
+  write_json_file((fs::path(cfg.get_string("run.dir")) / "report.json").string(), o);
 }
 
 void run_dense(const Config& cfg, std::shared_ptr<Communicator> world) {
@@ -70,11 +63,9 @@ void run_moe(const Config& chain_cfg, std::shared_ptr<Communicator> world) {
   if (chain_cfg.get_float("train.moe_lr") > 0) own.push_back({"train.lr", chain_cfg.value_text("train.moe_lr")});
   const Config cfg = own.empty() ? chain_cfg : parse_config(chain_cfg.to_ini(), "the resolved config", own);
   const int P = expert_parallel_size(cfg, world->size());
-  const ProcessGroups groups = make_process_groups(world, P);
-  TaskOptions options;
-  options.moe = true;
-  options.expert_parallel = groups.expert_parallel;
-  auto task = make_task(cfg, *world, options);
+  MoeTask moe_task = make_moe_task(cfg, world);
+  const ProcessGroups& groups = moe_task.groups;
+  std::unique_ptr<Task>& task = moe_task.task;
   if (cfg.get_string("checkpoint.resume").empty()) {
     const std::string init = moe_init_path(cfg);
     if (!init.empty()) {

@@ -223,12 +223,7 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
 
   auto dense_task = make_task(cfg, *world);
   load_checkpoint(dense_path, dense_task->model(), nullptr, nullptr);
-  const int P = expert_parallel_size(cfg, world->size());
-  const ProcessGroups groups = make_process_groups(world, P);
-  TaskOptions moe_options;
-  moe_options.moe = true;
-  moe_options.expert_parallel = groups.expert_parallel;
-  auto moe_task = make_task(cfg, *world, moe_options);
+  auto moe_task = make_moe_task(cfg, world).task;
   if (root)
     std::cout << "[upcycle] " << cfg.get_string("upcycle.method") << " upcycling of " << dense_path << " into "
               << cfg.get_int("moe.num_experts") << " experts per MoE block" << std::endl;
@@ -323,14 +318,7 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
   std::cout << "[upcycle] wrote " << out_path << " in " << seconds_since(t0) << " s" << std::endl;
 
   MetricsWriter((fs::path(run_dir) / "metrics.jsonl").string()).write(report);
-  const fs::path path = fs::path(run_dir) / "upcycle_report.json";
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << report.str() << "\n";
-    UPCYCLE_CHECK(out.good(), tmp.string(), ": cannot write the upcycling report");
-  }
-  fs::rename(tmp, path);
+  write_json_file((fs::path(run_dir) / "upcycle_report.json").string(), report);
 }
 
 }  // namespace upcycle

@@ -104,6 +104,9 @@ RngStream upcycle_stream(std::uint64_t seed, std::int64_t block);
 Tensor normal_tensor(const Shape& shape, double std, RngStream& rng);
 // E copies of the dense FFN (biases copied too), the starting point of sparse, drop and cluster.
 ExpertSet replicate_dense(const DenseFfn& dense, std::int64_t experts);
+// The start of sparse, drop and drop_svd: the router N(0, router_std^2) as the first draws of `rng`,
+// and E copies of the dense FFN.
+ExpertSet copies_with_random_router(const BlockContext& ctx, const DenseFfn& dense, RngStream& rng);
 
 // The methods, also callable directly (tests).
 ExpertSet upcycle_sparse(const BlockContext& ctx, const DenseFfn& dense, BlockReport& report);

@@ -29,6 +29,10 @@ class JsonObject {
 
 std::string json_escape(const std::string& s);
 
+// Writes o as one line to `path` through a temporary file and a rename (a reader never sees half a
+// report). Throws Error naming the file when it cannot be written.
+void write_json_file(const std::string& path, const JsonObject& o);
+
 // Appends lines to a file, flushing each so that a killed run keeps what it logged.
 class MetricsWriter {
  public:

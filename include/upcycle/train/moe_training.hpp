@@ -35,6 +35,14 @@ namespace upcycle {
 // does not divide the world size.
 int expert_parallel_size(const Config& cfg, int world_size);
 
+// The MoE task of cfg (TaskOptions::moe) with its experts sharded over the expert-parallel groups
+// of `world` (expert_parallel_size). Collective over `world`.
+struct MoeTask {
+  ProcessGroups groups;
+  std::unique_ptr<Task> task;
+};
+MoeTask make_moe_task(const Config& cfg, std::shared_ptr<Communicator> world);
+
 class MoeTraining {
  public:
   // `world`: the communicator of all data-parallel ranks (global losses, loads, statistics).
