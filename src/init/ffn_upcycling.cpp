@@ -148,10 +148,26 @@ ExpertSet upcycle_drop_svd(const BlockContext& ctx, const DenseFfn& dense, Block
   RngStream rng = upcycle_stream(o.seed, ctx.block);
   const std::int64_t F = dense.d_ff(), D = dense.d_model(), R = dense.rows_per_unit;
   ExpertSet s = copies_with_random_router(ctx, dense, rng);
+  // Each expert draws from its own range of the block's stream (2^40 words apart, far more than
+  // one expert uses), so expert e is the same whichever rank computes it: expert e on world rank
+  // e mod W, the others zeroed, then one all-reduce per matrix hands every rank all experts.
+  constexpr std::uint64_t kExpertStride = std::uint64_t{1} << 40;
+  const int rank = ctx.world ? ctx.world->rank() : 0, ranks = ctx.world ? ctx.world->size() : 1;
   for (std::int64_t e = 0; e < o.num_experts; ++e) {
+    if (e % ranks != rank) {
+      std::memset(expert_ptr(s.w1, e), 0, s.w1.nbytes() / static_cast<std::size_t>(o.num_experts));
+      std::memset(expert_ptr(s.w2, e), 0, s.w2.nbytes() / static_cast<std::size_t>(o.num_experts));
+      continue;
+    }
+    RngStream expert_rng(rng.seed(), rng.offset() + static_cast<std::uint64_t>(e + 1) * kExpertStride);
     // Per matrix: the gate and the up-projection of SwiGLU are separate matrices.
-    for (std::int64_t q = 0; q < R; ++q) drop_svd_rows(expert_ptr(s.w1, e) + q * F * D, F, D, o.svd_keep_frac, rng);
-    drop_svd_rows(expert_ptr(s.w2, e), D, F, o.svd_keep_frac, rng);
+    for (std::int64_t q = 0; q < R; ++q)
+      drop_svd_rows(expert_ptr(s.w1, e) + q * F * D, F, D, o.svd_keep_frac, expert_rng);
+    drop_svd_rows(expert_ptr(s.w2, e), D, F, o.svd_keep_frac, expert_rng);
+  }
+  if (ctx.world && ranks > 1) {
+    ctx.world->all_reduce(s.w1);
+    ctx.world->all_reduce(s.w2);
   }
   return s;
 }
@@ -200,7 +216,7 @@ const std::vector<UpcycleMethod>& upcycle_methods() {
   static const std::vector<UpcycleMethod> methods = {
       {"sparse", false, false, &upcycle_sparse},
       {"drop", false, false, &upcycle_drop},
-      {"drop_svd", false, false, &upcycle_drop_svd},
+      {"drop_svd", false, true, &upcycle_drop_svd},
       {"granular", false, false, &upcycle_granular},
       {"cluster", true, true, &upcycle_cluster},
   };

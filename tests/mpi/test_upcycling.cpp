@@ -1,4 +1,5 @@
-// Cluster-aware upcycling over 1, 2 and 4 ranks gives the experts and router of one process that
+// Cluster-aware upcycling (and drop_svd, whose experts also spread over the ranks) over 1, 2 and 4
+// ranks gives the experts and router of one process that
 // sees the same global batches: calibration keeps the same tokens (chosen by global token id), the
 // k-means ends with the same clusters, and every expert's SVD is computed once and received by all.
 // Each rank also runs the single-process pipeline itself (SelfCommunicator) as the reference.
@@ -74,4 +75,18 @@ TEST(UpcyclingMpi, ClusterUpcyclingDoesNotDependOnTheNumberOfRanks) {
   const Tensor& full = dist.result.full_experts.at("/model/blocks/01/moe/experts/w1");
   const Tensor mine = full.rows(dl.first_expert(), dl.first_expert() + dl.num_local_experts());
   EXPECT_EQ(mine.to_vector<float>(), dl.experts.w1.value().to_vector<float>());
+}
+
+TEST(UpcyclingMpi, DropSvdExpertsAreTheSameBitsOnAnyNumberOfRanks) {
+  // Expert e is computed on world rank e mod W from its own range of the block's stream and the
+  // others add zeros: every rank count gives the single-process experts exactly.
+  auto world = make_world_communicator();
+  const Config cfg = parse_config(upcycle::testing::tiny_vit_moe_ini(1), "test_upcycling_mpi",
+                                  {{"upcycle.method", "drop_svd"}, {"model.init_std", "0.2"}});
+  const UpcycleRun dist = upcycle_on(cfg, world);
+  const UpcycleRun self = upcycle_on(cfg, std::make_shared<SelfCommunicator>());
+  for (const auto& [key, t] : self.result.full_experts)
+    EXPECT_EQ(dist.result.full_experts.at(key).to_vector<float>(), t.to_vector<float>()) << key;
+  EXPECT_EQ(dist.moe->blocks()[1].moe->router.weight.value().to_vector<float>(),
+            self.moe->blocks()[1].moe->router.weight.value().to_vector<float>());
 }
