@@ -63,10 +63,6 @@ ExpertSet copies_with_random_router(const BlockContext& ctx, const DenseFfn& den
   return s;
 }
 
-std::int64_t expert_width(const UpcycleOptions& options, std::int64_t d_ff) {
-  return options.method == "granular" ? d_ff / options.granularity : d_ff;
-}
-
 RngStream upcycle_stream(std::uint64_t seed, std::int64_t block) {
   // A fixed odd multiplier spreads (seed, block) over the key space; the stream is not the
   // training initialisation stream (which uses the seed itself).
@@ -214,11 +210,11 @@ ExpertSet upcycle_granular(const BlockContext& ctx, const DenseFfn& dense, Block
 
 const std::vector<UpcycleMethod>& upcycle_methods() {
   static const std::vector<UpcycleMethod> methods = {
-      {"sparse", false, false, &upcycle_sparse},
-      {"drop", false, false, &upcycle_drop},
-      {"drop_svd", false, true, &upcycle_drop_svd},
-      {"granular", false, false, &upcycle_granular},
-      {"cluster", true, true, &upcycle_cluster},
+      {"sparse", false, &upcycle_sparse},
+      {"drop", false, &upcycle_drop},
+      {"drop_svd", false, &upcycle_drop_svd},
+      {"granular", false, &upcycle_granular},
+      {"cluster", true, &upcycle_cluster},
   };
   return methods;
 }

@@ -249,7 +249,8 @@ TEST(Upcycling, FewerCalibrationTokensThanExpertsIsAUsageError) {
   try {
     run_upcycling(with({{"upcycle.method", "cluster"}, {"upcycle.calib_tokens", "1"}, {"upcycle.calib_token_frac", "0.01"},
                   {"train.batch_size", "1"}, {"moe.num_experts", "4"}}));
-    // One image of 17 tokens at 1%: almost surely 0 or 1 token kept.
+    // One image of 17 tokens per batch at 1%: the pass stops at the first batch that keeps a token
+    // (calib_tokens = 1), with fewer tokens than the 4 clusters.
     FAIL() << "expected a UsageError";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("upcycle.calib_tokens"), std::string::npos) << e.what();

@@ -81,10 +81,11 @@ struct BlockContext {
 
 using UpcycleFn = ExpertSet (*)(const BlockContext& ctx, const DenseFfn& dense, BlockReport& report);
 
+// Every rank of ctx.world calls a method together with the same dense FFN (cluster and drop_svd
+// spread their experts over the ranks and all-reduce them); each returns all E experts.
 struct UpcycleMethod {
   const char* name;
   bool needs_calibration;  // runs the dense model over calibration data first
-  bool collective;         // every rank of ctx.world must call it together
   UpcycleFn run;
 };
 
@@ -92,9 +93,6 @@ struct UpcycleMethod {
 const std::vector<UpcycleMethod>& upcycle_methods();
 // Throws Error listing the known names when `name` is none of them.
 const UpcycleMethod& upcycle_method(const std::string& name);
-
-// Hidden units per expert for `options` and a dense FFN of d_ff units.
-std::int64_t expert_width(const UpcycleOptions& options, std::int64_t d_ff);
 
 // The stream of block `block` (seed and block mixed, so blocks draw independently).
 RngStream upcycle_stream(std::uint64_t seed, std::int64_t block);
