@@ -12,6 +12,8 @@
 // same float or to neighbours, so they differ by at most one f32 spacing below 1: 2^-23 (1.2e-7).
 #include <gtest/gtest.h>
 
+#include "error_of.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -26,6 +28,7 @@ namespace upcycle {
 namespace {
 
 using init::KMeansOptions;
+using testing::error_of;
 using init::KMeansResult;
 using init::spherical_kmeans;
 
@@ -207,16 +210,6 @@ TEST_F(KmeansMpi, ReseedingMatchesSingleProcess) {
   if (P >= 2) check_against_single(data, o, split_without_rank0(data.n), "rank 0 empty");
 }
 
-// The message of the Error thrown by f (empty when nothing is thrown).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // A problem on one rank makes every rank throw (no rank is left waiting in a collective).
 TEST_F(KmeansMpi, ErrorsOnOneRankThrowOnEveryRank) {

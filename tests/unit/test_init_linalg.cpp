@@ -9,6 +9,8 @@
 // column gives O(1)). Measured: <= 3e-15.
 #include <gtest/gtest.h>
 
+#include "error_of.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -18,6 +20,7 @@
 
 namespace upcycle::init {
 namespace {
+using upcycle::testing::error_of;
 
 constexpr double kTol = 1e-12;
 
@@ -63,15 +66,6 @@ Matrix naive_matmul(const Matrix& a, const Matrix& b) {
   return c;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // --- SVD ---
 

@@ -8,6 +8,8 @@
 // Two tokens of one cluster are then at squared distance ~ 2 * 0.03^2 = 0.002 against ~ 1 or more
 // across clusters, so k-means++ puts its K seeds into K different clusters and Lloyd recovers them.
 #include <gtest/gtest.h>
+
+#include "error_of.hpp"
 #include <omp.h>
 
 #include <algorithm>
@@ -26,6 +28,7 @@ namespace upcycle {
 namespace {
 
 using init::KMeansOptions;
+using testing::error_of;
 using init::KMeansResult;
 using init::spherical_kmeans;
 
@@ -401,16 +404,6 @@ TEST(kmeans, RowOrderDoesNotMatter) {
   EXPECT_EQ(a.sizes, b.sizes);
 }
 
-// The message of the Error thrown by f (empty when nothing is thrown).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(kmeans, BadInputsThrowWithMessagesThatNameTheProblem) {
   const Planted p = planted(10, 4, 2, 1);

@@ -1,6 +1,8 @@
 // The trainer: exact resume, checkpoint errors, the non-finite guard.
 #include <gtest/gtest.h>
 
+#include "error_of.hpp"
+
 #include <cmath>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include "upcycle/train/trainer.hpp"
 
 using namespace upcycle;
+using upcycle::testing::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -31,14 +34,6 @@ TrainResult train(const std::string& ini, const std::vector<ConfigOverride>& ove
   return Trainer(cfg, world, *task, "dense", cfg.get_string("run.dir")).run();
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 }  // namespace
 
 TEST(Trainer, ResumeIsExactBitForBit) {
