@@ -2,11 +2,15 @@
 # Sets up and builds upcycle, then runs the default main job with 2 MPI ranks and plots its metrics:
 # a small ViT trained densely on Fashion-MNIST, upcycled by Cluster-aware Upcycling and trained on
 # as an MoE (configs/fashion_vit_upcycle_tiny.ini: stages dense,upcycle,moe; a few minutes on 2 cores).
-#   launch/main_job.sh [CONFIG] [--section.key=value ...]
+#   launch/main_job.sh [CONFIG] [--section.key=value ...]   (CONFIG defaults to the main job)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/launch/setup.sh"
-config="${1:-$root/configs/fashion_vit_upcycle_tiny.ini}"
-shift || true
+# The first argument is the config unless it is an override (--section.key=value).
+config="$root/configs/fashion_vit_upcycle_tiny.ini"
+if [[ $# -gt 0 && "$1" != --* ]]; then
+  config="$1"
+  shift
+fi
 cd "$root"
 exec env NP="${NP:-2}" "$root/launch/train_local.sh" "$config" "$@"
