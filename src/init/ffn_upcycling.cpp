@@ -29,21 +29,23 @@ std::vector<std::int64_t> choose_units(std::int64_t n, std::int64_t count, RngSt
   return idx;
 }
 
-// Mean and (population) standard deviation of the given entries.
-struct Moments {
-  double mean = 0, std = 0;
-};
-template <class At>
-Moments moments_of(std::int64_t count, At at) {
-  double s = 0, s2 = 0;
+// Drop-Upcycling's re-draw of one slice: the `count` entries index(i) of `dst` become draws from
+// N(mean, std^2), mean and (population) std of the same entries of the original matrix `src`. The
+// stream advances by 2 max(count, 1) words whatever the slice.
+template <class Index>
+void redraw_slice(const float* src, float* dst, std::int64_t count, Index index, RngStream& rng) {
+  double sum = 0, sum2 = 0;
   for (std::int64_t i = 0; i < count; ++i) {
-    const double v = at(i);
-    s += v;
-    s2 += v * v;
+    const double v = src[index(i)];
+    sum += v;
+    sum2 += v * v;
   }
   const double n = static_cast<double>(count);
-  const double mean = count > 0 ? s / n : 0.0;
-  return {mean, count > 0 ? std::sqrt(std::max(0.0, s2 / n - mean * mean)) : 0.0};
+  const double mean = count > 0 ? sum / n : 0.0;
+  const double std = count > 0 ? std::sqrt(std::max(0.0, sum2 / n - mean * mean)) : 0.0;
+  const Tensor z = normal_tensor({std::max<std::int64_t>(count, 1)}, 1.0, rng);
+  const float* pz = z.data<float>();
+  for (std::int64_t i = 0; i < count; ++i) dst[index(i)] = static_cast<float>(mean + std * pz[i]);
 }
 
 // Rows [first, first + rows) of a [*, cols] matrix, through drop_svd, written back in place.
@@ -121,20 +123,10 @@ ExpertSet upcycle_drop(const BlockContext& ctx, const DenseFfn& dense, BlockRepo
     // One set of hidden units per expert, re-drawn in every matrix that touches them (Drop-Upcycling):
     // their rows of W1 (gate and up separately for SwiGLU) and their columns of W2.
     const std::vector<std::int64_t> units = choose_units(F, n, rng);
-    float* ew1 = expert_ptr(s.w1, e);
-    for (std::int64_t q = 0; q < R; ++q) {
-      const Moments m = moments_of(n * D, [&](std::int64_t i) { return w1[(q * F + units[static_cast<std::size_t>(i / D)]) * D + i % D]; });
-      const Tensor z = normal_tensor({std::max<std::int64_t>(n, 1) * D}, 1.0, rng);
-      const float* pz = z.data<float>();
-      for (std::int64_t i = 0; i < n * D; ++i)
-        ew1[(q * F + units[static_cast<std::size_t>(i / D)]) * D + i % D] = static_cast<float>(m.mean + m.std * pz[i]);
-    }
-    float* ew2 = expert_ptr(s.w2, e);
-    const Moments m = moments_of(n * D, [&](std::int64_t i) { return w2[(i / n) * F + units[static_cast<std::size_t>(i % n)]]; });
-    const Tensor z = normal_tensor({std::max<std::int64_t>(n, 1) * D}, 1.0, rng);
-    const float* pz = z.data<float>();
-    for (std::int64_t i = 0; i < n * D; ++i)
-      ew2[(i / n) * F + units[static_cast<std::size_t>(i % n)]] = static_cast<float>(m.mean + m.std * pz[i]);
+    auto unit = [&](std::int64_t j) { return units[static_cast<std::size_t>(j)]; };
+    for (std::int64_t q = 0; q < R; ++q)
+      redraw_slice(w1, expert_ptr(s.w1, e), n * D, [&](std::int64_t i) { return (q * F + unit(i / D)) * D + i % D; }, rng);
+    redraw_slice(w2, expert_ptr(s.w2, e), n * D, [&](std::int64_t i) { return (i / n) * F + unit(i % n); }, rng);
   }
   return s;
 }
