@@ -27,7 +27,8 @@ using Clock = std::chrono::steady_clock;
   X(masked_fill) X(reduce) X(expand_axis) X(sum_squares) X(permute) X(copy_axis) X(softmax)                 \
   X(softmax_backward) X(log_softmax) X(log_softmax_backward) X(causal_mask) X(cross_entropy)                \
   X(cross_entropy_backward) X(layernorm) X(layernorm_backward) X(rmsnorm) X(rmsnorm_backward)               \
-  X(gather_rows) X(index_add_rows) X(gather_last) X(scatter_add_last) X(topk) X(argsort) X(adamw)
+  X(gather_rows) X(index_add_rows) X(gather_last) X(scatter_add_last) X(topk) X(argsort) X(adamw)           \
+  X(grouped_gemm) X(moe_dispatch) X(copy_bytes_async) X(synchronize_event)
 
 enum Kernel : int {
 #define UPCYCLE_X(name) k_##name,
@@ -226,8 +227,9 @@ class ProfilingBackend final : public Backend {
             return o.str();
           });
   }
-  void sum_squares(const Tensor& x, Tensor& out) override {
-    timed_shape(k_sum_squares, x, [&] { inner_.sum_squares(x, out); });
+  void sum_squares(const std::vector<Tensor>& xs, Tensor& out) override {
+    timed(k_sum_squares, [&] { inner_.sum_squares(xs, out); },
+          [&] { return "sum_squares x" + std::to_string(xs.size()); });
   }
   void permute(const Tensor& x, Tensor& out, const int* perm) override {
     timed(k_permute, [&] { inner_.permute(x, out, perm); },
@@ -310,11 +312,46 @@ class ProfilingBackend final : public Backend {
   void argsort(const Tensor& x, bool descending, Tensor& idx) override {
     timed_shape(k_argsort, x, [&] { inner_.argsort(x, descending, idx); });
   }
-  void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
-             double eps, double weight_decay, std::int64_t step) override {
-    timed_shape(k_adamw, param,
-                [&] { inner_.adamw(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step); });
+  void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) override {
+    timed(k_adamw, [&] { inner_.adamw(tensors, step); },
+          [&] { return "adamw x" + std::to_string(tensors.size()); });
   }
+  void grouped_gemm(bool trans_a, bool trans_b, double alpha, double beta,
+                    const std::vector<GemmGroup>& groups) override {
+    timed(k_grouped_gemm, [&] { inner_.grouped_gemm(trans_a, trans_b, alpha, beta, groups); },
+          [&] {
+            std::ostringstream o;
+            o << "grouped_gemm x" << groups.size() << " " << (trans_a ? 'T' : 'N') << (trans_b ? 'T' : 'N');
+            return o.str();
+          });
+  }
+  void set_allow_tf32(bool allow) override { inner_.set_allow_tf32(allow); }
+  void moe_dispatch(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity, Tensor& counts,
+                    Tensor& kept_slots, Tensor& kept_tokens, Tensor& slot_dropped) override {
+    timed_shape(k_moe_dispatch, indices, [&] {
+      inner_.moe_dispatch(indices, num_experts, capacity, counts, kept_slots, kept_tokens, slot_dropped);
+    });
+  }
+  // The execution context is forwarded; only the calls that move data or make the host wait are
+  // timed (stream and event creation is bookkeeping).
+  void* allocate_pinned(std::size_t bytes) override { return inner_.allocate_pinned(bytes); }
+  void deallocate_pinned(void* ptr) override { inner_.deallocate_pinned(ptr); }
+  AllocatorStats allocator_stats() const override { return inner_.allocator_stats(); }
+  StreamHandle compute_stream() override { return inner_.compute_stream(); }
+  StreamHandle create_stream() override { return inner_.create_stream(); }
+  void destroy_stream(StreamHandle stream) override { inner_.destroy_stream(stream); }
+  EventHandle create_event() override { return inner_.create_event(); }
+  void destroy_event(EventHandle event) override { inner_.destroy_event(event); }
+  void record_event(EventHandle event, StreamHandle stream) override { inner_.record_event(event, stream); }
+  void wait_event(StreamHandle stream, EventHandle event) override { inner_.wait_event(stream, event); }
+  void synchronize_event(EventHandle event) override {
+    timed(k_synchronize_event, [&] { inner_.synchronize_event(event); });
+  }
+  bool event_done(EventHandle event) override { return inner_.event_done(event); }
+  void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) override {
+    timed(k_copy_bytes_async, [&] { inner_.copy_bytes_async(dst, dst_device, src, src_device, bytes); });
+  }
+  void* workspace(std::size_t bytes) override { return inner_.workspace(bytes); }
 
  private:
   Backend& inner_;

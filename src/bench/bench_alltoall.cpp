@@ -110,8 +110,8 @@ int main(int argc, char** argv) {
       const int iters = static_cast<int>(
           std::clamp<std::int64_t>((std::int64_t{256} << 20) / std::max<std::int64_t>(bytes, 1), min_iters, max_iters));
 
-      Tensor send = Tensor::full({total_rows, width}, 1.0 + rank);
-      Tensor recv = Tensor::zeros({total_rows, width});
+      Tensor send = Tensor::full({total_rows, width}, 1.0 + rank, DType::f32, Device::cpu);
+      Tensor recv = Tensor::zeros({total_rows, width}, DType::f32, Device::cpu);
       const std::vector<std::int64_t> counts(static_cast<std::size_t>(n), rows_per_peer);
 
       const double t_up = time_op([&] { world->all_to_all_v(send, counts, recv, counts); }, warmup, iters);

@@ -142,10 +142,10 @@ int run(int argc, char** argv) {
   const int threads = configure_cpu_threads(a.threads);
   const std::vector<float> x = clustered_tokens(a);
   const std::vector<float> u = normalised(x, a.n, a.d);
-  const Tensor points = Tensor::from_vector(x, {a.n, a.d});
+  const Tensor points = Tensor::from_vector(x, {a.n, a.d}, Device::cpu);
   std::vector<std::int64_t> id_values(static_cast<std::size_t>(a.n));
   for (std::int64_t t = 0; t < a.n; ++t) id_values[static_cast<std::size_t>(t)] = t;
-  const Tensor ids = Tensor::from_vector(id_values, {a.n});
+  const Tensor ids = Tensor::from_vector(id_values, {a.n}, Device::cpu);
 
   init::KMeansOptions o;
   o.clusters = a.k;

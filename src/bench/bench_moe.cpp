@@ -39,7 +39,7 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 Tensor randn(const Shape& s, std::uint64_t seed) {
-  Tensor t = Tensor::empty(s);
+  Tensor t = Tensor::empty(s, DType::f32, Device::cpu);
   backend_for(Device::cpu).normal(t, seed, 0, 0.0, 1.0);
   return t;
 }
@@ -52,7 +52,7 @@ Tensor index_tensor(const std::vector<std::int64_t>& v) {
 
 // Elementwise max over ranks of a vector of seconds.
 std::vector<double> max_over_ranks(Communicator& comm, const std::vector<double>& v) {
-  Tensor t = Tensor::from_vector(v, {static_cast<std::int64_t>(v.size())});
+  Tensor t = Tensor::from_vector(v, {static_cast<std::int64_t>(v.size())}, Device::cpu);
   comm.all_reduce(t, CommReduce::max);
   return t.to_vector<double>();
 }
@@ -83,8 +83,8 @@ std::vector<double> phased_step(moe::MoeLayer& layer, Communicator& comm, const 
   auto t0 = Clock::now();
   const Var x2 = reshape(x, {T, D});
   moe::Routing r = layer.router.forward(x2);
-  const moe::DispatchPlan plan = moe::plan_dispatch(r.indices.to_vector<std::int64_t>(), T, k, E, 0);
-  const Tensor slot_tokens = index_tensor(plan.slot_tokens);
+  const moe::DispatchPlan plan = moe::plan_dispatch(r.indices, E, 0);
+  const Tensor& slot_tokens = plan.slot_tokens;
   t[router_plan] = seconds_since(t0);
 
   t0 = Clock::now();
@@ -99,8 +99,8 @@ std::vector<double> phased_step(moe::MoeLayer& layer, Communicator& comm, const 
     *load = rows.value().dim(0);
   } else {
     const std::int64_t L = layer.num_local_experts();
-    Tensor send_ec = Tensor::from_vector(plan.kept_counts, {E});
-    Tensor recv_ec = Tensor::empty({E}, DType::i64);
+    Tensor send_ec = Tensor::from_vector(plan.kept_counts, {E}, Device::cpu);
+    Tensor recv_ec = Tensor::empty({E}, DType::i64, Device::cpu);
     const std::vector<std::int64_t> ls(static_cast<std::size_t>(P), L);
     comm.all_to_all_v(send_ec, ls, recv_ec, ls);
     const moe::ExchangePlan xp = moe::plan_exchange(plan.kept_counts, P, comm.rank(), recv_ec.to_vector<std::int64_t>());
@@ -120,8 +120,7 @@ std::vector<double> phased_step(moe::MoeLayer& layer, Communicator& comm, const 
   }
 
   t0 = Clock::now();
-  const Var slot_gates = reshape(gather_rows(reshape(r.gates, {T * k, 1}), index_tensor(plan.slots)),
-                                 {static_cast<std::int64_t>(plan.slots.size())});
+  const Var slot_gates = reshape(gather_rows(reshape(r.gates, {T * k, 1}), plan.slots), {plan.slots.numel()});
   const Var y = index_add_rows(T, slot_tokens, scale_rows(back, slot_gates));
   t[combine] = seconds_since(t0);
 
@@ -242,7 +241,7 @@ int main(int argc, char** argv) {
         for (int p = 0; p <= num_phases; ++p) per_phase[p].push_back(t[p]);
       }
       // Expert-parallel load balance: the busiest rank's expert rows over the mean (T k).
-      Tensor lt = Tensor::from_vector(std::vector<double>{static_cast<double>(max_load)}, {1});
+      Tensor lt = Tensor::from_vector(std::vector<double>{static_cast<double>(max_load)}, {1}, Device::cpu);
       world->all_reduce(lt, CommReduce::max);
       const double imbalance = lt.to_vector<double>()[0] / static_cast<double>(c.tokens * top_k);
       Row row{c, median(t_dense), median(t_moe), median(ratio),

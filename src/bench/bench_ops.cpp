@@ -38,7 +38,7 @@ struct Case {
 };
 
 Tensor randn(const Shape& s, std::uint64_t seed) {
-  Tensor t = Tensor::empty(s);
+  Tensor t = Tensor::empty(s, DType::f32, Device::cpu);
   backend_for(Device::cpu).normal(t, seed, 0, 0.0, 1.0);
   return t;
 }

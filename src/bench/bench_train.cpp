@@ -39,6 +39,7 @@
 #include "upcycle/backend/profiling.hpp"
 #include "upcycle/backend/threads.hpp"
 #include "upcycle/core/rng.hpp"
+#include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/moe/router_losses.hpp"
 #include "upcycle/ops/elementwise.hpp"
 #include "upcycle/nn/vit.hpp"
@@ -81,19 +82,19 @@ nn::ViTConfig main_job_vit(const Options& o) {
   v.block.residual_init_std = 0.02 / std::sqrt(2.0 * static_cast<double>(v.depth));
   v.block.dropout = 0.0;
   if (o.experts > 0) {
-    auto m = std::make_shared<moe::MoeConfig>();
-    m->d_model = v.block.d_model;
-    m->d_ff = v.block.d_ff;
-    m->num_experts = o.experts;
-    m->top_k = o.top_k;
-    m->renormalize = true;
-    m->capacity_factor = 0.0;
-    m->activation = v.block.activation;
-    m->bias = true;
-    m->init_std = v.block.init_std;
-    m->out_init_std = v.block.residual_init_std;
-    m->router_std = 0.02;
-    v.block.moe = m;
+    moe::MoeConfig m;
+    m.d_model = v.block.d_model;
+    m.d_ff = v.block.d_ff;
+    m.num_experts = o.experts;
+    m.top_k = o.top_k;
+    m.renormalize = true;
+    m.capacity_factor = 0.0;
+    m.activation = v.block.activation;
+    m.bias = true;
+    m.init_std = v.block.init_std;
+    m.out_init_std = v.block.residual_init_std;
+    m.router_std = 0.02;
+    v.block.sparse_ffn = moe::moe_ffn_factory(m, nullptr);
     for (std::int64_t i = 1; i < v.depth; i += 2) v.moe_blocks.push_back(i);
   }
   return v;
@@ -107,7 +108,7 @@ std::vector<Batch> random_batches(const nn::ViTConfig& v, std::int64_t batch, in
   std::vector<Batch> out;
   for (int i = 0; i < count; ++i) {
     Batch b;
-    b.images = Tensor::empty({batch, v.channels, v.image_size, v.image_size});
+    b.images = Tensor::empty({batch, v.channels, v.image_size, v.image_size}, DType::f32, Device::cpu);
     backend_for(Device::cpu).normal(b.images, 1000 + static_cast<std::uint64_t>(i), 0, 0.0, 1.0);
     std::vector<std::int64_t> labels(static_cast<std::size_t>(batch));
     std::uint64_t s = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(i + 1);
@@ -115,7 +116,7 @@ std::vector<Batch> random_batches(const nn::ViTConfig& v, std::int64_t batch, in
       s = s * 6364136223846793005ull + 1442695040888963407ull;
       l = static_cast<std::int64_t>((s >> 33) % static_cast<std::uint64_t>(v.num_classes));
     }
-    b.targets = Tensor::from_vector<std::int64_t>(labels, {batch});
+    b.targets = Tensor::from_vector<std::int64_t>(labels, {batch}, Device::cpu);
     out.push_back(std::move(b));
   }
   return out;
@@ -138,7 +139,7 @@ class Trainer {
       loss = cross_entropy(model_.forward(b.images), b.targets);
     }
     Var total = loss;
-    for (moe::MoeLayer* layer : model_.moe_layers()) {  // the router losses, as the trainer adds them
+    for (moe::MoeLayer* layer : moe::moe_layers_of(model_.blocks)) {  // the router losses, as the trainer adds them
       const moe::MoeRouting& r = layer->last_routing();
       if (opts_.lb_weight > 0) total = total + moe::load_balancing_loss(r.probs, r.indices, opts_.lb_weight);
       if (opts_.z_weight > 0) total = total + moe::router_z_loss(r.logits, opts_.z_weight);
@@ -147,7 +148,7 @@ class Trainer {
       profile::Region r("backward");
       total.backward();
     }
-    for (moe::MoeLayer* layer : model_.moe_layers()) layer->clear_routing();
+    for (moe::MoeLayer* layer : moe::moe_layers_of(model_.blocks)) layer->clear_routing();
     {
       profile::Region r("clip");
       if (opts_.clip > 0) {

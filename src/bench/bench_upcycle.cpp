@@ -54,7 +54,7 @@ Args parse(int argc, char** argv) {
 }
 
 Tensor randn(const Shape& s, std::uint64_t seed, double std = 1.0) {
-  Tensor t = Tensor::empty(s);
+  Tensor t = Tensor::empty(s, DType::f32, Device::cpu);
   backend_for(Device::cpu).normal(t, seed, 0, 0.0, std);
   return t;
 }
@@ -64,7 +64,7 @@ init::CalibrationShard synthetic_tokens(const Args& a, int rank, int world) {
   const std::int64_t first = a.tokens * rank / world, last = a.tokens * (rank + 1) / world, n = last - first;
   const Tensor dirs = randn({a.experts, a.d}, 11);
   init::CalibrationShard s;
-  s.points = Tensor::empty({n, a.d});
+  s.points = Tensor::empty({n, a.d}, DType::f32, Device::cpu);
   std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
   const Tensor noise = randn({a.tokens, a.d}, 12);
   const float* pd = dirs.data<float>();
@@ -75,12 +75,12 @@ init::CalibrationShard synthetic_tokens(const Args& a, int rank, int world) {
     ids[static_cast<std::size_t>(t)] = g;
     for (std::int64_t j = 0; j < a.d; ++j) pp[t * a.d + j] = 3.0f * pd[c * a.d + j] + pn[g * a.d + j];
   }
-  s.global_ids = Tensor::from_vector<std::int64_t>(ids, {n});
+  s.global_ids = Tensor::from_vector<std::int64_t>(ids, {n}, Device::cpu);
   return s;
 }
 
 double max_over_ranks(Communicator& comm, double v) {
-  Tensor t = Tensor::from_vector<double>({v}, {1});
+  Tensor t = Tensor::from_vector<double>({v}, {1}, Device::cpu);
   comm.all_reduce(t, CommReduce::max);
   return t.to_vector<double>()[0];
 }
@@ -120,9 +120,9 @@ int main(int argc, char** argv) {
                   static_cast<long long>(a.tokens), world->size(), threads, a.rounds);
     init::DenseFfn ffn;
     ffn.w1 = randn({a.dff, a.d}, 21, 0.02);
-    ffn.b1 = Tensor::zeros({a.dff});
+    ffn.b1 = Tensor::zeros({a.dff}, DType::f32, Device::cpu);
     ffn.w2 = randn({a.d, a.dff}, 22, 0.02);
-    ffn.b2 = Tensor::zeros({a.d});
+    ffn.b2 = Tensor::zeros({a.d}, DType::f32, Device::cpu);
     const init::CalibrationShard cal = synthetic_tokens(a, world->rank(), world->size());
 
     init::UpcycleOptions o;

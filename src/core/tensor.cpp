@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "upcycle/backend/backend.hpp"
+#include "upcycle/core/device_runtime.hpp"
 
 namespace upcycle {
 
@@ -14,15 +14,15 @@ Storage::~Storage() {
 }
 
 namespace {
-void release_to_backend(void* ptr, Device device) { backend_for(device).deallocate(ptr); }
+void release_to_runtime(void* ptr, Device device) { device_runtime(device).deallocate(ptr); }
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (auto d : shape) UPCYCLE_CHECK(d >= 0, "negative dimension in shape ", shape.str());
   Tensor t;
   const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
-  void* ptr = backend_for(device).allocate(bytes);
-  t.storage_ = std::make_shared<Storage>(ptr, bytes, device, &release_to_backend);
+  void* ptr = device_runtime(device).allocate(bytes);
+  t.storage_ = std::make_shared<Storage>(ptr, bytes, device, &release_to_runtime);
   t.shape_ = shape;
   t.dtype_ = dtype;
   return t;
@@ -34,7 +34,7 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  backend_for(device).fill(t, value);
+  device_runtime(device).fill(t, value);
   return t;
 }
 
@@ -46,13 +46,20 @@ Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Dev
   UPCYCLE_CHECK(static_cast<std::int64_t>(values.size()) == shape.numel(), "from_vector: ",
                 values.size(), " values for shape ", shape.str());
   Tensor t = empty(shape, dtype_of<T>::value, device);
-  backend_for(device).copy_bytes(t.raw(), device, values.data(), Device::cpu, t.nbytes());
+  device_runtime(device).copy_bytes(t.raw(), device, values.data(), Device::cpu, t.nbytes());
   return t;
 }
 
 Device Tensor::device() const {
   UPCYCLE_CHECK(defined(), "undefined tensor");
   return storage_->device();
+}
+
+void Tensor::check_host_access(DType requested) const {
+  UPCYCLE_CHECK(defined(), "host access to an undefined tensor");
+  UPCYCLE_CHECK(storage_->device() == Device::cpu, "host access to ", describe(*this),
+                ": copy it to the host first (to(Device::cpu))");
+  UPCYCLE_CHECK(requested == dtype_, "tensor holds ", dtype_name(dtype_), ", requested ", dtype_name(requested));
 }
 
 void* Tensor::raw() const {
@@ -109,7 +116,7 @@ void Tensor::copy_from(const Tensor& src) {
                 " into ", describe(*this));
   if (numel() == 0) return;
   const Device from = src.device(), to = device();
-  Backend& b = backend_for(to == Device::cpu ? from : to);
+  DeviceRuntime& b = device_runtime(to == Device::cpu ? from : to);
   b.copy_bytes(raw(), to, src.raw(), from, nbytes());
 }
 
@@ -123,7 +130,7 @@ Tensor Tensor::to(Device device) const {
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return *this;
   Tensor t = empty(shape_, dtype, device());
-  backend_for(device()).cast(*this, t);
+  device_runtime(device()).cast(*this, t);
   return t;
 }
 
@@ -131,7 +138,7 @@ template <class T>
 std::vector<T> Tensor::to_vector() const {
   check_dtype(*this, dtype_of<T>::value, "to_vector");
   std::vector<T> v(static_cast<std::size_t>(numel()));
-  if (!v.empty()) backend_for(device()).copy_bytes(v.data(), Device::cpu, raw(), device(), nbytes());
+  if (!v.empty()) device_runtime(device()).copy_bytes(v.data(), Device::cpu, raw(), device(), nbytes());
   return v;
 }
 

@@ -47,6 +47,9 @@ bool same_trailing_shape(const Shape& a, const Shape& b) {
   return true;
 }
 
+// A host copy of `t` for an implementation that cannot read its device (or `t` itself).
+Tensor on_host_if(bool stage, const Tensor& t) { return stage ? t.to(Device::cpu) : t; }
+
 }  // namespace
 
 Shape gathered_shape(const Shape& in, int parts) {
@@ -68,19 +71,30 @@ Shape scattered_shape(const Shape& in, int parts) {
 
 void Communicator::all_reduce(Tensor& inout, CommReduce op) {
   check_comm_tensor(inout, "all_reduce", "inout");
-  do_all_reduce(inout, op);
+  if (moves(inout.device())) return do_all_reduce(inout, op);
+  Tensor host = inout.to(Device::cpu);
+  do_all_reduce(host, op);
+  inout.copy_from(host);
 }
 
 void Communicator::all_gather(const Tensor& in, Tensor& out) {
   check_pair(in, out, "all_gather");
   check_shape(out, gathered_shape(in.shape(), size()), "all_gather output");
-  do_all_gather(in, out);
+  const bool stage = !moves(in.device()) || !moves(out.device());
+  if (!stage) return do_all_gather(in, out);
+  Tensor host_out = Tensor::empty(out.shape(), out.dtype(), Device::cpu);
+  do_all_gather(on_host_if(true, in), host_out);
+  out.copy_from(host_out);
 }
 
 void Communicator::reduce_scatter(const Tensor& in, Tensor& out, CommReduce op) {
   check_pair(in, out, "reduce_scatter");
   check_shape(out, scattered_shape(in.shape(), size()), "reduce_scatter output");
-  do_reduce_scatter(in, out, op);
+  const bool stage = !moves(in.device()) || !moves(out.device());
+  if (!stage) return do_reduce_scatter(in, out, op);
+  Tensor host_out = Tensor::empty(out.shape(), out.dtype(), Device::cpu);
+  do_reduce_scatter(on_host_if(true, in), host_out, op);
+  out.copy_from(host_out);
 }
 
 void Communicator::all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,
@@ -95,7 +109,11 @@ void Communicator::all_to_all_v(const Tensor& send, const std::vector<std::int64
                 send.dim(0));
   UPCYCLE_CHECK(received == recv.dim(0), "all_to_all_v: recv_counts add up to ", received,
                 " rows, recv has ", recv.dim(0));
-  do_all_to_all_v(send, send_counts, recv, recv_counts);
+  const bool stage = !moves(send.device()) || !moves(recv.device());
+  if (!stage) return do_all_to_all_v(send, send_counts, recv, recv_counts);
+  Tensor host_recv = Tensor::empty(recv.shape(), recv.dtype(), Device::cpu);
+  do_all_to_all_v(on_host_if(true, send), send_counts, host_recv, recv_counts);
+  recv.copy_from(host_recv);
 }
 
 std::vector<std::int64_t> Communicator::exchange_counts(const std::vector<std::int64_t>& send_counts) {
@@ -107,7 +125,10 @@ void Communicator::broadcast(Tensor& t, int root) {
   check_comm_tensor(t, "broadcast", "t");
   UPCYCLE_CHECK(root >= 0 && root < size(), "broadcast: root ", root, " is not a rank of a communicator of size ",
                 size());
-  do_broadcast(t, root);
+  if (moves(t.device())) return do_broadcast(t, root);
+  Tensor host = t.to(Device::cpu);
+  do_broadcast(host, root);
+  t.copy_from(host);
 }
 
 std::shared_ptr<Communicator> Communicator::split(int color, int key) {

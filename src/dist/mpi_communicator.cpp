@@ -108,6 +108,7 @@ class MpiCommunicator final : public Communicator {
   void barrier() override { check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); }
 
  protected:
+  bool moves(Device device) const override { return device == Device::cpu; }  // not CUDA-aware
   void do_all_reduce(Tensor& inout, CommReduce op) override {
     require_host(inout, "all_reduce");
     const MPI_Datatype type = mpi_type(inout.dtype());

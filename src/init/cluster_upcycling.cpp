@@ -23,7 +23,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // G [E, D, D] f64: per cluster the sum of x x^T over this rank's tokens x of that cluster.
 Tensor local_second_moments(const Tensor& points, const Tensor& assignment, std::int64_t E) {
   const std::int64_t n = points.dim(0), D = points.dim(1);
-  Tensor g = Tensor::zeros({E, D, D}, DType::f64);
+  Tensor g = Tensor::zeros({E, D, D}, DType::f64, Device::cpu);
   const float* x = points.data<float>();
   const std::int64_t* a = assignment.data<std::int64_t>();
   std::vector<std::int64_t> count(static_cast<std::size_t>(E), 0);
@@ -81,11 +81,11 @@ ExpertSet upcycle_cluster(const BlockContext& ctx, const DenseFfn& dense, BlockR
   const std::int64_t w1_size = dense.w1.numel();
   std::memset(s.w1.data<float>(), 0, s.w1.nbytes());
   // Per expert: rank, energy kept, jitter, fallback (summed over ranks: only the owner writes).
-  Tensor info = Tensor::zeros({E, 4}, DType::f64);
+  Tensor info = Tensor::zeros({E, 4}, DType::f64, Device::cpu);
   double* pi = info.data<double>();
   for (std::int64_t e = world.rank(); e < E; e += world.size()) {
     const Tensor ge = Tensor::from_vector<double>(
-        std::vector<double>(g.data<double>() + e * D * D, g.data<double>() + (e + 1) * D * D), {D, D});
+        std::vector<double>(g.data<double>() + e * D * D, g.data<double>() + (e + 1) * D * D), {D, D}, Device::cpu);
     const WhitenedSvdResult r = whitened_truncated_svd(dense.w1, ge, o.svd);
     std::memcpy(s.w1.data<float>() + e * w1_size, r.w1.data<float>(), static_cast<std::size_t>(w1_size) * sizeof(float));
     pi[e * 4 + 0] = static_cast<double>(r.rank);

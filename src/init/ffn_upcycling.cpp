@@ -50,7 +50,7 @@ void redraw_slice(const float* src, float* dst, std::int64_t count, Index index,
 
 // Rows [first, first + rows) of a [*, cols] matrix, through drop_svd, written back in place.
 void drop_svd_rows(float* m, std::int64_t rows, std::int64_t cols, double keep_frac, RngStream& rng) {
-  Tensor part = Tensor::empty({rows, cols});
+  Tensor part = Tensor::empty({rows, cols}, DType::f32, Device::cpu);
   std::memcpy(part.data<float>(), m, static_cast<std::size_t>(rows * cols) * sizeof(float));
   const DropSvdResult r = drop_svd(part, keep_frac, rng);
   std::memcpy(m, r.w.data<float>(), static_cast<std::size_t>(rows * cols) * sizeof(float));
@@ -72,7 +72,7 @@ RngStream upcycle_stream(std::uint64_t seed, std::int64_t block) {
 }
 
 Tensor normal_tensor(const Shape& shape, double std, RngStream& rng) {
-  Tensor t = Tensor::empty(shape);
+  Tensor t = Tensor::empty(shape, DType::f32, Device::cpu);
   const std::uint64_t offset = rng.advance(2 * static_cast<std::uint64_t>(t.numel()));
   backend_of(t).normal(t, rng.seed(), offset, 0.0, std);
   return t;
@@ -83,7 +83,7 @@ ExpertSet replicate_dense(const DenseFfn& dense, std::int64_t experts) {
     if (!t.defined()) return Tensor();
     std::vector<std::int64_t> dims{experts};
     for (int i = 0; i < t.ndim(); ++i) dims.push_back(t.dim(i));
-    Tensor out = Tensor::empty(Shape(dims));
+    Tensor out = Tensor::empty(Shape(dims), DType::f32, Device::cpu);
     const std::size_t bytes = t.nbytes();
     for (std::int64_t e = 0; e < experts; ++e) std::memcpy(expert_ptr(out, e), t.data<float>(), bytes);
     return out;
@@ -172,13 +172,13 @@ ExpertSet upcycle_granular(const BlockContext& ctx, const DenseFfn& dense, Block
   // k = G selects a whole dense FFN.
   const Tensor base = normal_tensor({E / G, D}, o.router_std, rng);
   ExpertSet s;
-  s.router = Tensor::empty({E, D});
+  s.router = Tensor::empty({E, D}, DType::f32, Device::cpu);
   for (std::int64_t e = 0; e < E; ++e)
     std::memcpy(s.router.data<float>() + e * D, base.data<float>() + (e / G) * D, static_cast<std::size_t>(D) * sizeof(float));
-  s.w1 = Tensor::empty({E, R * Fe, D});
-  s.w2 = Tensor::empty({E, D, Fe});
-  if (dense.b1.defined()) s.b1 = Tensor::empty({E, R * Fe});
-  if (dense.b2.defined()) s.b2 = Tensor::empty({E, D});
+  s.w1 = Tensor::empty({E, R * Fe, D}, DType::f32, Device::cpu);
+  s.w2 = Tensor::empty({E, D, Fe}, DType::f32, Device::cpu);
+  if (dense.b1.defined()) s.b1 = Tensor::empty({E, R * Fe}, DType::f32, Device::cpu);
+  if (dense.b2.defined()) s.b2 = Tensor::empty({E, D}, DType::f32, Device::cpu);
   // With the scaling, the G shards weighted by renormalised gates 1/G sum to the dense output.
   const float scale = o.granular_scale ? static_cast<float>(G) : 1.0f;
   const float* w1 = dense.w1.data<float>();

@@ -73,7 +73,7 @@ Matrix to_matrix(const Tensor& t) {
 Tensor to_tensor(const Matrix& m, DType dtype) {
   UPCYCLE_CHECK(dtype == DType::f32 || dtype == DType::f64, "to_tensor: dtype must be f32 or f64, got ",
                 dtype_name(dtype));
-  const Tensor t = Tensor::from_vector(m.data, {m.rows, m.cols});
+  const Tensor t = Tensor::from_vector(m.data, {m.rows, m.cols}, Device::cpu);
   return t.to(dtype);
 }
 

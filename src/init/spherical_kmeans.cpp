@@ -78,7 +78,7 @@ struct LocalInput {
 // Normalises the rows (norm in double; partition-independent, so any thread count gives the same
 // bits) and records the smallest ids of rows that cannot be normalised.
 void normalise_rows(const Tensor& x, LocalInput& in) {
-  in.unit = Tensor::empty({in.n, in.d});
+  in.unit = Tensor::empty({in.n, in.d}, DType::f32, Device::cpu);
   const float* src = x.data<float>();
   float* dst = in.unit.data<float>();
   const std::int64_t n = in.n, d = in.d;
@@ -123,7 +123,7 @@ LocalInput check_local(const Tensor& points, const Tensor& global_ids) {
     return in;
   }
   if (in.n == 0) {
-    in.unit = Tensor::empty({0, in.d});
+    in.unit = Tensor::empty({0, in.d}, DType::f32, Device::cpu);
     return in;
   }
   const Tensor host = points.device() == Device::cpu ? points : points.to(Device::cpu);
@@ -141,8 +141,8 @@ struct WorldInput {
 
 WorldInput agree_on_input(const LocalInput& in, std::int64_t clusters, Communicator& comm) {
   const int P = comm.size();
-  Tensor mine = Tensor::from_vector<std::int64_t>({in.code, in.n, in.d, in.zero_id, in.nonfinite_id}, {kSummary});
-  Tensor all = Tensor::empty({P * kSummary}, DType::i64);
+  Tensor mine = Tensor::from_vector<std::int64_t>({in.code, in.n, in.d, in.zero_id, in.nonfinite_id}, {kSummary}, Device::cpu);
+  Tensor all = Tensor::empty({P * kSummary}, DType::i64, Device::cpu);
   comm.all_gather(mine, all);
   const std::int64_t* s = all.data<std::int64_t>();
   for (int p = 0; p < P; ++p) {
@@ -194,13 +194,13 @@ Tensor gather_sample(const LocalInput& in, const WorldInput& w, std::int64_t siz
 
   std::int64_t width = 0;  // padded candidate count per rank (all_gather needs equal shapes)
   for (std::int64_t n : w.n) width = std::max(width, std::min(size, n));
-  Tensor send = Tensor::zeros({width, 2}, DType::i64);
+  Tensor send = Tensor::zeros({width, 2}, DType::i64, Device::cpu);
   for (std::int64_t i = 0; i < mine; ++i) {
     const std::int64_t t = order[static_cast<std::size_t>(i)];
     send.data<std::int64_t>()[2 * i] = static_cast<std::int64_t>(hash[static_cast<std::size_t>(t)]);
     send.data<std::int64_t>()[2 * i + 1] = in.ids[t];
   }
-  Tensor recv = Tensor::empty({P * width, 2}, DType::i64);
+  Tensor recv = Tensor::empty({P * width, 2}, DType::i64, Device::cpu);
   comm.all_gather(send, recv);
 
   struct Candidate {
@@ -225,7 +225,7 @@ Tensor gather_sample(const LocalInput& in, const WorldInput& w, std::int64_t siz
                     " and ", all[i].rank, "); ids must be unique over all ranks");
 
   // Each sample row has exactly one owner: the others add zeros, so the sum is exact.
-  Tensor sample = Tensor::zeros({size, w.d});
+  Tensor sample = Tensor::zeros({size, w.d}, DType::f32, Device::cpu);
   float* out = sample.data<float>();
   const float* unit = in.n > 0 ? in.unit.data<float>() : nullptr;
   for (std::int64_t i = 0; i < size; ++i) {
@@ -288,7 +288,7 @@ Seeding kmeans_plus_plus(const Tensor& sample, std::int64_t K, std::uint64_t see
   const std::int64_t S = sample.dim(0), D = sample.dim(1), trials = seeding_trials(K);
   const float* x = sample.data<float>();
   Seeding out;
-  out.centroids = Tensor::zeros({K, D});
+  out.centroids = Tensor::zeros({K, D}, DType::f32, Device::cpu);
   float* c = out.centroids.data<float>();
   std::vector<double> weight(static_cast<std::size_t>(S), std::numeric_limits<double>::infinity());
   std::vector<double> trial_weight(static_cast<std::size_t>(trials * S)), totals(static_cast<std::size_t>(trials));
@@ -355,12 +355,12 @@ class Lloyd {
   Lloyd(const LocalInput& in, const WorldInput& w, std::int64_t K, Communicator& comm)
       : in_(in), w_(w), K_(K), D_(w.d), comm_(comm), stride_(K * w.d + K + 2),
         chunks_(make_chunks(in.n, stride_)) {
-    scores_ = Tensor::empty({K, std::max<std::int64_t>(in.n, 1)});
-    assignment_ = Tensor::full({in.n}, -1.0, DType::i64);
+    scores_ = Tensor::empty({K, std::max<std::int64_t>(in.n, 1)}, DType::f32, Device::cpu);
+    assignment_ = Tensor::full({in.n}, -1.0, DType::i64, Device::cpu);
     best_.assign(static_cast<std::size_t>(in.n), 0.0f);
     arg_.assign(static_cast<std::size_t>(in.n), 0);
     partial_.assign(static_cast<std::size_t>(chunks_.count * stride_), 0.0);
-    global_ = Tensor::zeros({stride_}, DType::f64);
+    global_ = Tensor::zeros({stride_}, DType::f64, Device::cpu);
   }
 
   // One iteration: assignment, reduction, re-seeding of empty clusters, centroid update.
@@ -477,7 +477,7 @@ class Lloyd {
     std::int64_t width = 0;
     for (std::int64_t n : w_.n) width = std::max(width, std::min(want, n));
     // Per candidate: score (double bits), id, current cluster, index on its rank.
-    Tensor send = Tensor::zeros({width, 4}, DType::i64);
+    Tensor send = Tensor::zeros({width, 4}, DType::i64, Device::cpu);
     const std::int64_t* a = assignment_.data<std::int64_t>();
     for (std::int64_t i = 0; i < mine; ++i) {
       const std::int64_t t = order[static_cast<std::size_t>(i)];
@@ -487,7 +487,7 @@ class Lloyd {
       row[2] = a[t];
       row[3] = t;
     }
-    Tensor recv = Tensor::empty({P * width, 4}, DType::i64);
+    Tensor recv = Tensor::empty({P * width, 4}, DType::i64, Device::cpu);
     comm_.all_gather(send, recv);
 
     struct Candidate {
@@ -516,7 +516,7 @@ class Lloyd {
                   " tokens to re-seed ", m, " empty clusters with");
 
     // The owners contribute the taken tokens' unit rows; the others add zeros (exact).
-    Tensor rows = Tensor::zeros({m, D_});
+    Tensor rows = Tensor::zeros({m, D_}, DType::f32, Device::cpu);
     for (std::int64_t i = 0; i < m; ++i) {
       const Candidate& c = taken[static_cast<std::size_t>(i)];
       if (c.rank != me) continue;

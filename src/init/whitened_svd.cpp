@@ -127,7 +127,7 @@ std::int64_t choose_rank(const std::vector<double>& sigma, double tau, double mi
 
 // Gaussian [rows, cols] from the next 2 rows cols words of `rng` (the Backend::normal formula).
 Matrix gaussian(std::int64_t rows, std::int64_t cols, RngStream& rng) {
-  Tensor t = Tensor::empty({rows, cols}, DType::f64);
+  Tensor t = Tensor::empty({rows, cols}, DType::f64, Device::cpu);
   const std::uint64_t offset = rng.advance(2 * static_cast<std::uint64_t>(rows * cols));
   backend_for(Device::cpu).normal(t, rng.seed(), offset, 0.0, 1.0);
   return to_matrix(t);

@@ -39,7 +39,11 @@ const std::vector<ConfigKey>& config_schema() {
       {"run", "seed", T::Int, "1234", at_least(0), nullptr,
        "Seed of every random stream (init, dropout, data order, k-means++ sample)."},
       {"run", "device", T::Enum, "auto", kAnyValue, "auto|cpu|cuda",
-       "Compute backend; auto = cuda when built with CUDA and a GPU is visible, else cpu."},
+       "Compute backend; auto = cuda when built with CUDA and a GPU is visible, else cpu (the log says "
+       "why); cuda without a usable GPU is an error that names the CUDA error."},
+      {"run", "allow_tf32", T::Bool, "false", kAnyValue, nullptr,
+       "On cuda, let f32 matrix products round their inputs to TF32 on tensor cores (faster, about 1e-3 "
+       "relative error); off, the GPU matches the CPU backend to f32 rounding."},
       {"run", "threads", T::Int, "0", at_least(0), nullptr,
        "OpenMP threads per rank; 0 = OpenMP's default (OMP_NUM_THREADS)."},
 

@@ -79,7 +79,7 @@ DType dataset_dtype(const File& file, const std::string& path) {
 
 Tensor read_tensor(const File& file, const std::string& path) {
   const OpenDataset d = open_dataset(file, path);
-  Tensor t = Tensor::empty(d.shape, require_stored_dtype(file, d));
+  Tensor t = Tensor::empty(d.shape, require_stored_dtype(file, d), Device::cpu);
   read_into(file, d, t);
   return t;
 }
@@ -89,7 +89,7 @@ Tensor read_tensor(const File& file, const std::string& path, DType dtype) {
   DType stored;
   if (detail::stored_dtype(d.type.get(), stored)) {
     // Read as stored and convert with our own cast, the same rounding as Tensor::to everywhere.
-    Tensor t = Tensor::empty(d.shape, stored);
+    Tensor t = Tensor::empty(d.shape, stored, Device::cpu);
     read_into(file, d, t);
     return t.to(dtype);
   }
@@ -97,7 +97,7 @@ Tensor read_tensor(const File& file, const std::string& path, DType dtype) {
   if (cls != H5T_INTEGER && cls != H5T_FLOAT)
     UPCYCLE_THROW(where(file.path(), d.path), "expected numeric elements convertible to ",
                   dtype_name(dtype), ", found ", detail::describe_type(d.type.get()));
-  Tensor t = Tensor::empty(d.shape, dtype);  // e.g. uint8 images: HDF5 converts while reading
+  Tensor t = Tensor::empty(d.shape, dtype, Device::cpu);  // e.g. uint8 images: HDF5 converts while reading
   read_into(file, d, t);
   return t;
 }

@@ -38,12 +38,15 @@ void AuxFreeBias::update(const std::vector<double>& counts) {
   double mean = 0.0;
   for (double c : counts) mean += c;
   mean /= static_cast<double>(num_experts_);
-  std::vector<double> b = detail::host_doubles(bias_);
+  // The step u sign(mean - c_e) is known on the host (the loads are); it is added to the bias on
+  // the bias's device, so the update never reads the bias back.
+  std::vector<double> step(counts.size());
   for (std::size_t e = 0; e < counts.size(); ++e) {
     const double d = mean - counts[e];
-    b[e] += update_rate_ * static_cast<double>((d > 0.0) - (d < 0.0));  // u sign(mean - c_e)
+    step[e] = update_rate_ * static_cast<double>((d > 0.0) - (d < 0.0));
   }
-  bias_.copy_from(Tensor::from_vector(b, {num_experts_}).to(bias_.dtype()).to(bias_.device()));
+  const Tensor delta = Tensor::from_vector(step, {num_experts_}, bias_.device()).to(bias_.dtype());
+  backend_of(bias_).axpy(1.0, delta, bias_);
 }
 
 void AuxFreeBias::update(const Tensor& counts) {

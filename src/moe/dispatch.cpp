@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "upcycle/backend/backend.hpp"
 #include "upcycle/core/error.hpp"
 
 namespace upcycle::moe {
@@ -18,44 +19,30 @@ std::int64_t expert_capacity(double capacity_factor, std::int64_t tokens, std::i
   return static_cast<std::int64_t>(c);
 }
 
-DispatchPlan plan_dispatch(const std::vector<std::int64_t>& indices, std::int64_t tokens, std::int64_t top_k,
-                           std::int64_t num_experts, std::int64_t capacity) {
-  UPCYCLE_CHECK(static_cast<std::int64_t>(indices.size()) == tokens * top_k, "plan_dispatch: ", indices.size(),
-                " indices for ", tokens, " tokens x top-", top_k);
+DispatchPlan plan_dispatch(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity) {
+  check_dtype(indices, DType::i64, "plan_dispatch indices");
+  UPCYCLE_CHECK(indices.ndim() == 2, "plan_dispatch: indices must be [T, k], got ", describe(indices));
   UPCYCLE_CHECK(capacity >= 0, "plan_dispatch: negative capacity ", capacity);
+  const std::int64_t T = indices.dim(0), k = indices.dim(1), E = num_experts;
+  const Device dev = indices.device();
   DispatchPlan p;
-  p.tokens = tokens;
-  p.top_k = top_k;
-  p.num_experts = num_experts;
+  p.tokens = T;
+  p.top_k = k;
+  p.num_experts = E;
   p.capacity = capacity;
-  p.routed_counts.assign(static_cast<std::size_t>(num_experts), 0);
-  for (std::int64_t e : indices) {
-    UPCYCLE_CHECK(e >= 0 && e < num_experts, "plan_dispatch: expert index ", e, " outside [0, ", num_experts, ")");
-    ++p.routed_counts[static_cast<std::size_t>(e)];
-  }
-  p.kept_counts = p.routed_counts;
-  if (capacity > 0)
-    for (auto& c : p.kept_counts) c = std::min(c, capacity);
-  // Counting sort: slots visited in increasing s are in token order within each expert, so the
-  // first `capacity` a given expert meets are the ones it keeps.
-  std::vector<std::int64_t> next(static_cast<std::size_t>(num_experts) + 1, 0);
-  for (std::int64_t e = 0; e < num_experts; ++e)
-    next[static_cast<std::size_t>(e) + 1] = next[static_cast<std::size_t>(e)] + p.kept_counts[static_cast<std::size_t>(e)];
-  const std::int64_t kept = next.back();
-  p.slots.assign(static_cast<std::size_t>(kept), 0);
-  std::vector<std::int64_t> seen(static_cast<std::size_t>(num_experts), 0);
-  p.slot_dropped.assign(indices.size(), 0);
-  for (std::int64_t s = 0; s < tokens * top_k; ++s) {
-    const auto e = static_cast<std::size_t>(indices[static_cast<std::size_t>(s)]);
-    if (seen[e]++ >= p.kept_counts[e]) {
-      p.slot_dropped[static_cast<std::size_t>(s)] = 1;
-      continue;
-    }
-    p.slots[static_cast<std::size_t>(next[e]++)] = s;
-  }
-  p.slot_tokens.resize(p.slots.size());
-  for (std::size_t i = 0; i < p.slots.size(); ++i) p.slot_tokens[i] = p.slots[i] / top_k;
-  p.dropped = tokens * top_k - kept;
+  Tensor counts = Tensor::empty({2, E}, DType::i64, dev);
+  Tensor slots = Tensor::empty({T * k}, DType::i64, dev), tokens = Tensor::empty({T * k}, DType::i64, dev);
+  p.slot_dropped = Tensor::empty({T, k}, DType::i64, dev);
+  Tensor dropped_flat = p.slot_dropped.reshape({T * k});
+  backend_for(dev).moe_dispatch(indices, E, capacity, counts, slots, tokens, dropped_flat);
+  const std::vector<std::int64_t> c = counts.to_vector<std::int64_t>();  // the one host round trip
+  p.routed_counts.assign(c.begin(), c.begin() + E);
+  p.kept_counts.assign(c.begin() + E, c.end());
+  std::int64_t kept = 0;
+  for (std::int64_t n : p.kept_counts) kept += n;
+  p.slots = slots.rows(0, kept);
+  p.slot_tokens = tokens.rows(0, kept);
+  p.dropped = T * k - kept;
   return p;
 }
 

@@ -13,6 +13,7 @@
 
 #include "router_losses_common.hpp"
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/ops/device_scalar.hpp"
 #include "upcycle/moe/router_losses.hpp"
 
 namespace upcycle::moe {
@@ -120,8 +121,8 @@ Var dpsl_loss(const Var& probs, const DirichletPrior& prior, const DpslOptions& 
   Communicator* comm = options.scope == DpslScope::global ? options.comm : nullptr;
   if (comm && comm->size() > 1) {
     const int W = comm->size();
-    Tensor mine = Tensor::full({1}, static_cast<double>(B_local), DType::i64);
-    Tensor counts_t = Tensor::empty({W}, DType::i64);
+    Tensor mine = Tensor::full({1}, static_cast<double>(B_local), DType::i64, Device::cpu);
+    Tensor counts_t = Tensor::empty({W}, DType::i64, Device::cpu);
     comm->all_gather(mine, counts_t);
     const std::vector<std::int64_t> counts = counts_t.to_vector<std::int64_t>();
     const std::int64_t max_rows = *std::max_element(counts.begin(), counts.end());
@@ -129,13 +130,13 @@ Var dpsl_loss(const Var& probs, const DirichletPrior& prior, const DpslOptions& 
     if (max_rows > 0) {
       // Rows padded to the largest count, the group id as an extra column (exact in double).
       const std::int64_t C = E + 1;
-      Tensor pack = Tensor::zeros({max_rows, C}, DType::f64);
+      Tensor pack = Tensor::zeros({max_rows, C}, DType::f64, Device::cpu);
       double* pk = pack.data<double>();
       for (std::int64_t t = 0; t < B_local; ++t) {
         std::copy_n(local_p.data() + t * E, E, pk + t * C);
         pk[t * C + E] = static_cast<double>(local_g[static_cast<std::size_t>(t)]);
       }
-      Tensor gathered = Tensor::empty({W * max_rows, C}, DType::f64);
+      Tensor gathered = Tensor::empty({W * max_rows, C}, DType::f64, Device::cpu);
       comm->all_gather(pack, gathered);
       const double* ga = gathered.data<double>();
       for (int r = 0; r < W; ++r)
@@ -214,11 +215,11 @@ Var dpsl_loss(const Var& probs, const DirichletPrior& prior, const DpslOptions& 
 
   Tensor out = Tensor::full({1}, loss, pv.dtype(), pv.device());
   Tensor g;
-  if (want_grad) g = Tensor::from_vector(grad, {B_local, E}).to(pv.dtype()).to(pv.device());
+  if (want_grad) g = Tensor::from_vector(grad, {B_local, E}, Device::cpu).to(pv.dtype()).to(pv.device());
   return make_output("dpsl_loss", out, {&probs}, [g](const Tensor& gy, GradSink& sink) {
     UPCYCLE_CHECK(g.defined(), "dpsl_loss: backward reached a loss computed without gradient recording");
     Tensor gx = Tensor::empty_like(g);
-    if (g.numel() > 0) backend_of(g).affine(g, gx, detail::host_scalar(gy), 0.0);
+    if (g.numel() > 0) gx = times_scalar(g, gy);
     sink.add(0, gx);
   });
 }

@@ -52,7 +52,7 @@ std::int64_t first_of(const MoeConfig& c, const Communicator* ep) { return (ep ?
 // `block`: global element (first * rows * cols + i) reads words block + 2 (first * rows * cols + i).
 Var normal_shard(std::int64_t first, std::int64_t count, std::int64_t rows, std::int64_t cols, double std,
                  std::uint64_t seed, std::uint64_t block) {
-  Tensor t = Tensor::empty({count, rows, cols}, DType::f32);
+  Tensor t = Tensor::empty({count, rows, cols}, DType::f32, Device::cpu);  // as nn::normal_parameter
   const auto skip = static_cast<std::uint64_t>(first * rows * cols);
   backend_of(t).normal(t, seed, block + 2 * skip, 0.0, std);
   return Var(t, true);
@@ -122,6 +122,11 @@ void MoeLayer::set_selection_bias(Tensor bias) {
   selection_bias_ = std::move(bias);
 }
 
+void MoeLayer::move_state(Device device) {
+  if (selection_bias_.defined()) selection_bias_ = selection_bias_.to(device);
+  routing_ = MoeRouting();  // the last routing belongs to the old device's graph
+}
+
 bool MoeLayer::is_expert_parameter(const std::string& name) {
   std::size_t begin = 0;
   while (begin <= name.size()) {
@@ -141,11 +146,12 @@ Var MoeLayer::forward(const Var& x) {
   const Device dev = x.device();
   const Var x2 = reshape(x, {T, D});
 
-  // 1. Route, and plan the dispatch on the host (the counts decide the exchange).
+  // 1. Route, and plan the dispatch on the device (only the counts come to the host: they size
+  //    the exchange and the expert GEMMs).
   Routing r = router.forward(x2, selection_bias_);
   const std::int64_t capacity = expert_capacity(config_.capacity_factor, T, k, E);
-  const DispatchPlan plan = plan_dispatch(r.indices.to_vector<std::int64_t>(), T, k, E, capacity);
-  const Tensor slot_tokens = index_tensor(plan.slot_tokens, dev);
+  const DispatchPlan plan = plan_dispatch(r.indices, E, capacity);
+  const Tensor& slot_tokens = plan.slot_tokens;
 
   // 2. Token rows in dispatch order (expert by expert), [S, D].
   const Var rows = gather_rows(x2, slot_tokens);
@@ -159,8 +165,8 @@ Var MoeLayer::forward(const Var& x) {
   } else {
     const std::int64_t L = local_;
     // Rank p receives the kept counts of its own experts from every rank.
-    Tensor send_ec = Tensor::from_vector(plan.kept_counts, {E});
-    Tensor recv_ec = Tensor::empty({E}, DType::i64);
+    Tensor send_ec = Tensor::from_vector(plan.kept_counts, {E}, Device::cpu);
+    Tensor recv_ec = Tensor::empty({E}, DType::i64, Device::cpu);
     comm_->all_to_all_v(send_ec, std::vector<std::int64_t>(static_cast<std::size_t>(P), L), recv_ec,
                         std::vector<std::int64_t>(static_cast<std::size_t>(P), L));
     const ExchangePlan xp = plan_exchange(plan.kept_counts, P, comm_->rank(), recv_ec.to_vector<std::int64_t>());
@@ -172,8 +178,7 @@ Var MoeLayer::forward(const Var& x) {
   }
 
   // 4. Combine: gate each returned row and add it into its token's row (dropped slots: nothing).
-  const Var slot_gates = reshape(gather_rows(reshape(r.gates, {T * k, 1}), index_tensor(plan.slots, dev)),
-                                 {static_cast<std::int64_t>(plan.slots.size())});
+  const Var slot_gates = reshape(gather_rows(reshape(r.gates, {T * k, 1}), plan.slots), {plan.slots.numel()});
   Var y = index_add_rows(T, slot_tokens, scale_rows(back, slot_gates));
   if (shared) y = add(y, shared->forward(x2));
 
@@ -181,13 +186,36 @@ Var MoeLayer::forward(const Var& x) {
   routing_.probs = r.probs;
   routing_.indices = r.indices;
   routing_.gates = r.gates;
-  routing_.expert_counts = Tensor::from_vector(plan.routed_counts, {E});
-  routing_.kept_counts = Tensor::from_vector(plan.kept_counts, {E});
-  routing_.dropped_slots = Tensor::from_vector(plan.slot_dropped, {T, k});
+  routing_.expert_counts = Tensor::from_vector(plan.routed_counts, {E}, Device::cpu);
+  routing_.kept_counts = Tensor::from_vector(plan.kept_counts, {E}, Device::cpu);
+  routing_.dropped_slots = plan.slot_dropped;
   routing_.dropped = plan.dropped;
   routing_.capacity = capacity;
   routing_.tokens = T;
   return reshape(y, in_shape);
+}
+
+nn::FeedForwardFactory moe_ffn_factory(const MoeConfig& config, std::shared_ptr<Communicator> ep) {
+  validate(config);
+  return [config, ep](RngStream& rng) -> std::unique_ptr<nn::FeedForward> {
+    return std::make_unique<MoeLayer>(config, ep, rng);
+  };
+}
+
+MoeLayer* moe_layer_of(const nn::TransformerBlock& block) { return dynamic_cast<MoeLayer*>(block.sparse.get()); }
+
+std::vector<MoeLayer*> moe_layers_of(const nn::ModuleList<nn::TransformerBlock>& blocks) {
+  std::vector<MoeLayer*> out;
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    if (MoeLayer* m = moe_layer_of(blocks[i])) out.push_back(m);
+  return out;
+}
+
+std::vector<std::int64_t> moe_block_indices_of(const nn::ModuleList<nn::TransformerBlock>& blocks) {
+  std::vector<std::int64_t> out;
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    if (moe_layer_of(blocks[i]) != nullptr) out.push_back(static_cast<std::int64_t>(i));
+  return out;
 }
 
 }  // namespace upcycle::moe

@@ -6,12 +6,11 @@
 
 #include "router_losses_common.hpp"
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/ops/device_scalar.hpp"
 
 namespace upcycle::moe {
 
-using detail::host_doubles;
 using detail::host_i64;
-using detail::host_scalar;
 
 Tensor expert_load(const Tensor& indices, std::int64_t num_experts, Communicator* comm) {
   UPCYCLE_CHECK(num_experts >= 1, "expert_load: num_experts must be >= 1, got ", num_experts);
@@ -20,7 +19,7 @@ Tensor expert_load(const Tensor& indices, std::int64_t num_experts, Communicator
     UPCYCLE_CHECK(e >= 0 && e < num_experts, "expert_load: expert index ", e, " outside [0, ", num_experts, ")");
     counts[static_cast<std::size_t>(e)] += 1.0;
   }
-  Tensor out = Tensor::from_vector(counts, {num_experts});
+  Tensor out = Tensor::from_vector(counts, {num_experts}, Device::cpu);
   if (comm) comm->all_reduce(out, CommReduce::sum);
   return out;
 }
@@ -28,50 +27,63 @@ Tensor expert_load(const Tensor& indices, std::int64_t num_experts, Communicator
 Var load_balancing_loss(const Var& probs, const Tensor& indices, double weight, Communicator* comm) {
   const Tensor& p = probs.value();
   detail::check_routing(p, indices, "load_balancing_loss");
-  const std::int64_t T = p.dim(0), E = p.dim(1);
-  UPCYCLE_CHECK(E >= 1, "load_balancing_loss: no experts in ", describe(p));
-  Backend& be = backend_of(p);
-
-  // One buffer for the single all_reduce: [c_0..c_{E-1}, sum_t p_t0..sum_t p_t,E-1, T].
-  std::vector<double> buf(static_cast<std::size_t>(2 * E + 1), 0.0);
+  const std::int64_t E = p.dim(1);
+  std::vector<double> counts(static_cast<std::size_t>(E), 0.0);
   for (std::int64_t e : host_i64(indices)) {
     UPCYCLE_CHECK(e >= 0 && e < E, "load_balancing_loss: expert index ", e, " outside [0, ", E, ")");
-    buf[static_cast<std::size_t>(e)] += 1.0;
+    counts[static_cast<std::size_t>(e)] += 1.0;
   }
-  if (T > 0) {
-    Tensor psum = Tensor::empty({E}, p.dtype(), p.device());
-    be.reduce(ReduceOp::sum, p, psum, 1, T, E);
-    const std::vector<double> ps = host_doubles(psum);
-    for (std::int64_t e = 0; e < E; ++e) buf[static_cast<std::size_t>(E + e)] = ps[static_cast<std::size_t>(e)];
-  }
-  buf[static_cast<std::size_t>(2 * E)] = static_cast<double>(T);
-  if (comm) {
-    Tensor b = Tensor::from_vector(buf, {2 * E + 1});
-    comm->all_reduce(b, CommReduce::sum);
-    buf = b.to_vector<double>();
-  }
-  const double t_all = buf[static_cast<std::size_t>(2 * E)];
-  double slots = 0.0;  // T k over all ranks (the count of routed slots)
-  for (std::int64_t e = 0; e < E; ++e) slots += buf[static_cast<std::size_t>(e)];
+  return load_balancing_loss(probs, counts, weight, comm);
+}
 
-  // f_e = c_e / slots, P_e = psum_e / T; L = a E sum_e f_e P_e; dL/dp_te = a E f_e / T.
-  std::vector<double> coef(static_cast<std::size_t>(E), 0.0);
-  double loss = 0.0;
-  if (t_all > 0 && slots > 0) {
-    for (std::int64_t e = 0; e < E; ++e) {
-      const double f = buf[static_cast<std::size_t>(e)] / slots;
-      const double P = buf[static_cast<std::size_t>(E + e)] / t_all;
-      loss += f * P;
-      coef[static_cast<std::size_t>(e)] = weight * static_cast<double>(E) * f / t_all;
-    }
-    loss *= weight * static_cast<double>(E);
+Var load_balancing_loss(const Var& probs, const std::vector<double>& expert_counts, double weight,
+                        Communicator* comm) {
+  const Tensor& p = probs.value();
+  UPCYCLE_CHECK(p.ndim() == 2 && (p.dtype() == DType::f32 || p.dtype() == DType::f64),
+                "load_balancing_loss: probabilities must be [T, E] f32 or f64, got ", describe(p));
+  const std::int64_t T = p.dim(0), E = p.dim(1);
+  UPCYCLE_CHECK(E >= 1, "load_balancing_loss: no experts in ", describe(p));
+  UPCYCLE_CHECK(static_cast<std::int64_t>(expert_counts.size()) == E, "load_balancing_loss: ",
+                expert_counts.size(), " expert counts for ", E, " experts");
+  Backend& be = backend_of(p);
+  const Device dev = p.device();
+
+  // Counts and T on the host ([c_0..c_{E-1}, T]); the probability sums on the device. Each is
+  // summed over the ranks by one all_reduce.
+  std::vector<double> host(expert_counts);
+  host.push_back(static_cast<double>(T));
+  Tensor psum = Tensor::zeros({E}, DType::f64, dev);
+  if (T > 0) {
+    Tensor ps = Tensor::empty({E}, p.dtype(), dev);
+    be.reduce(ReduceOp::sum, p, ps, 1, T, E);
+    be.cast(ps, psum);
   }
-  Tensor out = Tensor::full({1}, loss, p.dtype(), p.device());
-  const Tensor coef_t = Tensor::from_vector(coef, {E}).to(p.dtype()).to(p.device());
+  if (comm) {
+    Tensor b = Tensor::from_vector(host, {E + 1}, Device::cpu);
+    comm->all_reduce(b, CommReduce::sum);
+    host = b.to_vector<double>();
+    comm->all_reduce(psum, CommReduce::sum);
+  }
+  const double t_all = host[static_cast<std::size_t>(E)];
+  double slots = 0.0;  // T k over all ranks (the count of routed slots)
+  for (std::int64_t e = 0; e < E; ++e) slots += host[static_cast<std::size_t>(e)];
+
+  // f_e = c_e / slots, P_e = psum_e / T; L = a E sum_e f_e P_e = sum_e coef_e psum_e with
+  // coef_e = a E f_e / T, which is also dL/dp_te.
+  std::vector<double> coef(static_cast<std::size_t>(E), 0.0);
+  if (t_all > 0 && slots > 0)
+    for (std::int64_t e = 0; e < E; ++e)
+      coef[static_cast<std::size_t>(e)] = weight * static_cast<double>(E) * (host[static_cast<std::size_t>(e)] / slots) / t_all;
+  const Tensor coef64 = Tensor::from_vector(coef, {E}, dev);
+  Tensor terms = Tensor::empty({E}, DType::f64, dev), loss64 = Tensor::empty({1}, DType::f64, dev);
+  be.binary(BinaryOp::mul, coef64, psum, terms);
+  be.reduce(ReduceOp::sum, terms, loss64, 1, E, 1);
+  const Tensor out = loss64.to(p.dtype());
+  const Tensor coef_t = coef64.to(p.dtype());
   return make_output("load_balancing_loss", out, {&probs}, [coef_t, T, E](const Tensor& gy, GradSink& sink) {
     Tensor gx = Tensor::empty({T, E}, coef_t.dtype(), coef_t.device());
-    if (T > 0) backend_of(coef_t).expand_axis(coef_t, gx, 1, T, E, host_scalar(gy));
-    sink.add(0, gx);
+    if (T > 0) backend_of(coef_t).expand_axis(coef_t, gx, 1, T, E, 1.0);
+    sink.add(0, times_scalar(gx, gy));
   });
 }
 
@@ -117,8 +129,8 @@ Var router_z_loss(const Var& logits, double weight) {
     bk.binary(BinaryOp::sub, x, lse_wide, shifted);
     bk.unary(UnaryOp::exp, shifted, p);
     bk.binary(BinaryOp::mul, p, lse_wide, gx);
-    bk.affine(gx, gx, 2.0 * scale * host_scalar(gy), 0.0);
-    sink.add(0, gx);
+    bk.affine(gx, gx, 2.0 * scale, 0.0);
+    sink.add(0, times_scalar(gx, gy));
   });
 }
 

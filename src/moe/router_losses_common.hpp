@@ -1,17 +1,13 @@
 #pragma once
-// Helpers shared by src/moe/router_losses.cpp, dpsl.cpp, aux_free_bias.cpp and routing_stats.cpp.
+// Helpers shared by src/moe/router_losses.cpp, dpsl.cpp, aux_free_bias.cpp and routing_stats.cpp:
+// explicit host copies for the parts that run on the host (DPSL's sort and Beta CDF, routing
+// statistics at log steps, the aux-free bias update from summed loads).
 #include <cstdint>
 #include <vector>
 
 #include "upcycle/core/tensor.hpp"
 
 namespace upcycle::moe::detail {
-
-// The single element of a gradient seed on the host (losses end the graph: it is the seed).
-inline double host_scalar(const Tensor& t) {
-  UPCYCLE_CHECK(t.numel() == 1, "expected a single-element tensor, got ", describe(t));
-  return t.to(DType::f64).to(Device::cpu).item<double>();
-}
 
 // Host copy of any numeric tensor as doubles.
 inline std::vector<double> host_doubles(const Tensor& t) {

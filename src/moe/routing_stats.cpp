@@ -45,7 +45,7 @@ RoutingStats routing_stats(const Tensor& probs, const Tensor& indices, const Ten
   }
   buf[2 * ue + 1] = static_cast<double>(T);
   if (comm) {
-    Tensor b = Tensor::from_vector(buf, {static_cast<std::int64_t>(buf.size())});
+    Tensor b = Tensor::from_vector(buf, {static_cast<std::int64_t>(buf.size())}, Device::cpu);
     comm->all_reduce(b, CommReduce::sum);
     buf = b.to_vector<double>();
   }

@@ -34,8 +34,4 @@ Var GPT::forward(const Tensor& tokens, RngStream* dropout_rng) const {
   return head ? head->forward(x) : matmul(x, tok_embed, false, true);  // [B, T, V]
 }
 
-std::vector<moe::MoeLayer*> GPT::moe_layers() const { return moe_layers_of(blocks); }
-
-std::vector<std::int64_t> GPT::moe_block_indices() const { return moe_block_indices_of(blocks); }
-
 }  // namespace upcycle::nn

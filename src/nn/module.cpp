@@ -74,6 +74,29 @@ void Module::to(DType dtype) {
   });
 }
 
+void Module::to(Device device) {
+  for_each_parameter("", [device](const std::string&, Var& p) {
+    p.zero_grad();
+    p.value() = p.value().to(device);
+  });
+  move_tree_state(device);
+}
+
+void Module::move_tree_state(Device device) {
+  move_state(device);
+  for (auto& [n, m] : children_) m->move_tree_state(device);
+}
+
+Device Module::device() const {
+  Device d = Device::cpu;
+  bool found = false;
+  for_each_parameter("", [&](const std::string&, Var& p) {
+    if (!found) d = p.device();
+    found = true;
+  });
+  return d;
+}
+
 void Module::check_new_name(const std::string& name) const {
   UPCYCLE_CHECK(!name.empty() && name.find('/') == std::string::npos,
                 "module member names must be non-empty and contain no '/', got '", name, "'");

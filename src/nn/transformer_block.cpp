@@ -39,11 +39,10 @@ TransformerBlock::TransformerBlock(const TransformerBlockConfig& config, RngStre
   register_module("ln1", ln1);
   register_module("attn", attn);
   register_module("ln2", ln2);
-  if (config.moe) {
-    UPCYCLE_CHECK(config.moe->d_model == config.d_model, "transformer block: the MoE layer's d_model ",
-                  config.moe->d_model, " differs from the block's ", config.d_model);
-    moe = std::make_unique<moe::MoeLayer>(*config.moe, config.moe_ep, rng);
-    register_module("moe", *moe);
+  if (config.sparse_ffn) {
+    sparse = config.sparse_ffn(rng);
+    UPCYCLE_CHECK(sparse != nullptr, "transformer block: the sparse FFN factory built nothing");
+    register_module("moe", *sparse);
   } else {
     mlp = std::make_unique<Mlp>(mlp_config(config), rng);
     register_module("mlp", *mlp);
@@ -62,34 +61,17 @@ Var TransformerBlock::forward(const Var& x, RngStream* dropout_rng) const {
   const Var h = x + residual_dropout(attn.forward(ln1.forward(x)), dropout_rng);
   const Var u = ln2.forward(h);
   if (ffn_input_observer) ffn_input_observer(u.value());
-  return h + residual_dropout(moe ? moe->forward(u) : mlp->forward(u), dropout_rng);
+  return h + residual_dropout(sparse ? sparse->apply(u) : mlp->forward(u), dropout_rng);
 }
 
-TransformerBlockConfig block_config_at(const TransformerBlockConfig& base, const std::vector<std::int64_t>& moe_blocks,
-                                       std::int64_t i, bool causal) {
+TransformerBlockConfig block_config_at(const TransformerBlockConfig& base,
+                                       const std::vector<std::int64_t>& sparse_blocks, std::int64_t i, bool causal) {
   TransformerBlockConfig b = base;
   b.causal = causal;
-  bool moe = false;
-  for (std::int64_t m : moe_blocks) moe = moe || m == i;
-  if (!moe) {
-    b.moe.reset();
-    b.moe_ep.reset();
-  }
+  bool sparse = false;
+  for (std::int64_t m : sparse_blocks) sparse = sparse || m == i;
+  if (!sparse) b.sparse_ffn = nullptr;
   return b;
-}
-
-std::vector<moe::MoeLayer*> moe_layers_of(const ModuleList<TransformerBlock>& blocks) {
-  std::vector<moe::MoeLayer*> out;
-  for (std::size_t i = 0; i < blocks.size(); ++i)
-    if (blocks[i].moe) out.push_back(blocks[i].moe.get());
-  return out;
-}
-
-std::vector<std::int64_t> moe_block_indices_of(const ModuleList<TransformerBlock>& blocks) {
-  std::vector<std::int64_t> out;
-  for (std::size_t i = 0; i < blocks.size(); ++i)
-    if (blocks[i].moe) out.push_back(static_cast<std::int64_t>(i));
-  return out;
 }
 
 }  // namespace upcycle::nn

@@ -61,8 +61,4 @@ Var ViT::forward(const Tensor& images, RngStream* dropout_rng) const {
   return head.forward(reshape(x, {images.dim(0), config_.block.d_model}));
 }
 
-std::vector<moe::MoeLayer*> ViT::moe_layers() const { return moe_layers_of(blocks); }
-
-std::vector<std::int64_t> ViT::moe_block_indices() const { return moe_block_indices_of(blocks); }
-
 }  // namespace upcycle::nn

@@ -1,6 +1,7 @@
 // Grouped linear (one affine map per group of consecutive rows). Forward and backward slice x, y
-// and w as views (Tensor::rows shares storage) and call the backend's gemm once per non-empty
-// group, so no weight is ever copied and an empty group costs nothing but a zero gradient.
+// and w as views (Tensor::rows shares storage) and hand all groups' products to the backend's
+// grouped_gemm at once (one cuBLAS grouped call on the GPU), so no weight is ever copied and an
+// empty group costs nothing but a zero gradient.
 #include "upcycle/ops/grouped_linear.hpp"
 
 #include "upcycle/backend/backend.hpp"
@@ -12,15 +13,15 @@ namespace {
 // The [out, in] matrix of group g of w [G, out, in], as a view.
 Tensor group_matrix(const Tensor& w, std::int64_t g) { return w.rows(g, g + 1).reshape({w.dim(1), w.dim(2)}); }
 
-GemmDesc product(std::int64_t m, std::int64_t n, std::int64_t k, bool ta, bool tb, double beta = 0.0) {
-  GemmDesc d;
-  d.m = m;
-  d.n = n;
-  d.k = k;
-  d.trans_a = ta;
-  d.trans_b = tb;
-  d.beta = beta;
-  return d;
+GemmGroup product(const Tensor& a, const Tensor& b, const Tensor& c, std::int64_t m, std::int64_t n, std::int64_t k) {
+  GemmGroup g;
+  g.a = a;
+  g.b = b;
+  g.c = c;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  return g;
 }
 
 }  // namespace
@@ -52,41 +53,43 @@ Var grouped_linear(const Var& x, const Var& w, const Var& bias, const std::vecto
 
   Backend& be = backend_of(xv);
   Tensor y = Tensor::empty({N, out}, xv.dtype(), xv.device());
+  std::vector<GemmGroup> products;
+  products.reserve(static_cast<std::size_t>(G));
   for (std::int64_t g = 0; g < G; ++g) {
     const std::int64_t n = group_sizes[static_cast<std::size_t>(g)];
     if (n == 0) continue;
     Tensor yg = y.rows(starts[g], starts[g] + n);
     if (has_bias) be.expand_axis(bias.value().rows(g, g + 1), yg, 1, n, out, 1.0);  // yg = b[g]
-    be.gemm(product(n, out, in, false, true, has_bias ? 1.0 : 0.0), xv.rows(starts[g], starts[g] + n),
-            group_matrix(wv, g), yg);
+    products.push_back(product(xv.rows(starts[g], starts[g] + n), group_matrix(wv, g), yg, n, out, in));
   }
+  be.grouped_gemm(false, true, 1.0, has_bias ? 1.0 : 0.0, products);
 
   Tensor keep_x = w.requires_grad() ? xv : Tensor();  // what each gradient reads
   Tensor keep_w = x.requires_grad() ? wv : Tensor();
   return make_output("grouped_linear", y, {&x, &w, &bias}, [=](const Tensor& gy, GradSink& sink) {
     Backend& b = backend_of(gy);
+    std::vector<GemmGroup> products;
+    products.reserve(static_cast<std::size_t>(G));
     if (sink.needs(0)) {  // gx[g] = gy[g] w[g]
       Tensor gx = Tensor::empty({N, in}, gy.dtype(), gy.device());
       for (std::int64_t g = 0; g < G; ++g) {
         const std::int64_t n = group_sizes[static_cast<std::size_t>(g)];
         if (n == 0) continue;
-        Tensor gxg = gx.rows(starts[g], starts[g] + n);
-        b.gemm(product(n, in, out, false, false), gy.rows(starts[g], starts[g] + n), group_matrix(keep_w, g), gxg);
+        products.push_back(product(gy.rows(starts[g], starts[g] + n), group_matrix(keep_w, g),
+                                   gx.rows(starts[g], starts[g] + n), n, in, out));
       }
+      b.grouped_gemm(false, false, 1.0, 0.0, products);
       sink.add(0, gx);
     }
-    if (sink.needs(1)) {  // gw[g] = gy[g]^T x[g]; zero for an empty group
+    if (sink.needs(1)) {  // gw[g] = gy[g]^T x[g]; an empty group (k = 0) gets zeros
       Tensor gw = Tensor::empty({G, out, in}, gy.dtype(), gy.device());
+      products.clear();
       for (std::int64_t g = 0; g < G; ++g) {
         const std::int64_t n = group_sizes[static_cast<std::size_t>(g)];
-        Tensor gwg = group_matrix(gw, g);
-        if (n == 0) {
-          b.fill(gwg, 0.0);
-          continue;
-        }
-        b.gemm(product(out, in, n, true, false), gy.rows(starts[g], starts[g] + n),
-               keep_x.rows(starts[g], starts[g] + n), gwg);
+        products.push_back(product(gy.rows(starts[g], starts[g] + n), keep_x.rows(starts[g], starts[g] + n),
+                                   group_matrix(gw, g), out, in, n));
       }
+      b.grouped_gemm(true, false, 1.0, 0.0, products);
       sink.add(1, gw);
     }
     if (has_bias && sink.needs(2)) {  // gb[g] = column sums of gy[g]

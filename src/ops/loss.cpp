@@ -1,17 +1,13 @@
 #include "upcycle/ops/loss.hpp"
 
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/ops/device_scalar.hpp"
 
 namespace upcycle {
 
 namespace {
-// The single element of `t` on the host. Losses end the graph, so the gradient reaching them is
-// the seed: reading it here costs one tiny copy per backward pass, where broadcasting it on the
-// device would cost a full extra pass over the logits.
-double host_scalar(const Tensor& t) {
-  UPCYCLE_CHECK(t.numel() == 1, "expected a single-element tensor, got ", describe(t));
-  return t.to(DType::f64).to(Device::cpu).item<double>();
-}
+// Everything stays on the logits' device: the number of counted rows and the gradient reaching the
+// loss are device scalars, so a training step on the GPU never waits here for the device.
 
 // Sum of all elements of x into a new [1] tensor, times alpha.
 Tensor scaled_sum(const Tensor& x, double alpha) {
@@ -20,6 +16,25 @@ Tensor scaled_sum(const Tensor& x, double alpha) {
   be.reduce(ReduceOp::sum, x, out, 1, x.numel(), 1);
   be.affine(out, out, alpha, 0.0);
   return out;
+}
+
+// 1 / max(number of targets != ignore_index, 1) as an f64 [1] tensor on the targets' device.
+Tensor inverse_counted_rows(const Tensor& targets, std::int64_t ignore_index) {
+  Backend& be = backend_of(targets);
+  const Device dev = targets.device();
+  const std::int64_t rows = targets.numel();
+  Tensor shifted = targets.to(DType::f64);  // exact for any class index below 2^53
+  be.affine(shifted, shifted, 1.0, -static_cast<double>(ignore_index));  // 0 exactly where ignored
+  Tensor counted = Tensor::full({rows}, 1.0, DType::f64, dev);
+  Tensor n = Tensor::full({1}, 0.0, DType::f64, dev);
+  if (rows > 0) {
+    be.masked_fill(counted, shifted, 0.0, counted);  // keeps 1 where shifted != 0
+    be.reduce(ReduceOp::sum, counted, n, 1, rows, 1);
+  }
+  Tensor one = Tensor::full({1}, 1.0, DType::f64, dev);
+  be.binary(BinaryOp::max, n, one, n);  // every row ignored: the loss is 0 / 1
+  be.unary(UnaryOp::reciprocal, n, n);
+  return n;
 }
 }  // namespace
 
@@ -40,17 +55,14 @@ Var cross_entropy(const Var& logits, const Tensor& targets, std::int64_t ignore_
   Tensor losses = Tensor::empty({rows}, x.dtype(), x.device());
   Tensor lse = Tensor::empty({rows}, x.dtype(), x.device());
   backend_of(x).cross_entropy(x, targets, ignore_index, label_smoothing, losses, lse);
-  // The mean runs over the rows that count; the kernel has already checked every target.
-  std::int64_t counted = 0;
-  for (std::int64_t t : targets.to(Device::cpu).to_vector<std::int64_t>()) counted += t != ignore_index;
-  const double inv_count = counted > 0 ? 1.0 / static_cast<double>(counted) : 0.0;
-  Tensor loss = scaled_sum(losses, inv_count);
+  // The mean runs over the rows that count (ignored rows have loss 0).
+  const Tensor inv_count = inverse_counted_rows(targets, ignore_index);
+  const Tensor loss = times_scalar(scaled_sum(losses, 1.0), inv_count);
   return make_output("cross_entropy", loss, {&logits},
                      [x, targets, lse, ignore_index, label_smoothing, inv_count](const Tensor& gy, GradSink& sink) {
                        Tensor gx = Tensor::empty_like(x);
-                       backend_of(x).cross_entropy_backward(x, targets, lse, ignore_index, label_smoothing,
-                                                            inv_count * host_scalar(gy), gx);
-                       sink.add(0, gx);
+                       backend_of(x).cross_entropy_backward(x, targets, lse, ignore_index, label_smoothing, 1.0, gx);
+                       sink.add(0, times_scalar(gx, times_scalar(gy.to(DType::f64), inv_count)));
                      });
 }
 
@@ -67,17 +79,13 @@ Var mse(const Var& a, const Var& b) {
   Tensor loss = scaled_sum(sq, inv_n);
   return make_output("mse", loss, {&a, &b}, [diff, inv_n](const Tensor& gy, GradSink& sink) {
     // d/da mean((a - b)^2) = 2 (a - b) / n, and the negative for b.
-    const double g = 2.0 * inv_n * host_scalar(gy);
+    Tensor g = gy.to(DType::f64).clone();
     Backend& bk = backend_of(diff);
-    if (sink.needs(0)) {
-      Tensor ga = Tensor::empty_like(diff);
-      bk.affine(diff, ga, g, 0.0);
-      sink.add(0, ga);
-    }
+    bk.affine(g, g, 2.0 * inv_n, 0.0);
+    if (sink.needs(0)) sink.add(0, times_scalar(diff, g));
     if (sink.needs(1)) {
-      Tensor gb = Tensor::empty_like(diff);
-      bk.affine(diff, gb, -g, 0.0);
-      sink.add(1, gb);
+      bk.affine(g, g, -1.0, 0.0);
+      sink.add(1, times_scalar(diff, g));
     }
   });
 }

@@ -5,6 +5,8 @@
 #include <iostream>
 #include <memory>
 
+#include "upcycle/backend/backend.hpp"
+#include "upcycle/backend/devices.hpp"
 #include "upcycle/backend/threads.hpp"
 #include "upcycle/core/error.hpp"
 #include "upcycle/dist/world.hpp"
@@ -27,9 +29,15 @@ void run(const upcycle::Config& cfg) {
     if (cfg.get_string("checkpoint.resume").empty()) upcycle::write_config_file(cfg, (dir / "config.ini").string());
   }
   const int threads = upcycle::configure_cpu_threads(static_cast<int>(cfg.get_int("run.threads")));
-  if (world->rank() == 0)
-    std::cout << "upcycle_train: " << world->size() << " rank(s) x " << threads << " thread(s), run dir " << dir.string()
-              << std::endl;
+  // The device every stage trains on; "cuda" without a usable GPU fails here, naming the CUDA error.
+  const upcycle::DeviceChoice device = upcycle::choose_device(cfg.get_string("run.device"));
+  if (device.device == upcycle::Device::cuda)
+    upcycle::backend_for(upcycle::Device::cuda).set_allow_tf32(cfg.get_bool("run.allow_tf32"));
+  if (world->rank() == 0) {
+    std::cout << "upcycle_train: " << world->size() << " rank(s) x " << threads << " thread(s) on "
+              << upcycle::device_name(device.device) << ", run dir " << dir.string() << std::endl;
+    if (!device.reason.empty()) std::cout << device.reason << std::endl;
+  }
   world->barrier();
   upcycle::run_stages(cfg, world);
 }

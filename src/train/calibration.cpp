@@ -80,7 +80,7 @@ Calibration calibrate(Task& task, const std::vector<std::int64_t>& blocks, const
         }
       }
     task.loss(batch, nullptr);  // the observers record the kept tokens of every block
-    Tensor n = Tensor::from_vector<std::int64_t>({static_cast<std::int64_t>(kept_ids.size())}, {1});
+    Tensor n = Tensor::from_vector<std::int64_t>({static_cast<std::int64_t>(kept_ids.size())}, {1}, Device::cpu);
     world.all_reduce(n);
     kept_global += n.to_vector<std::int64_t>()[0];
     ++out.batches;
@@ -91,14 +91,14 @@ Calibration calibrate(Task& task, const std::vector<std::int64_t>& blocks, const
   for (std::size_t i = 0; i < nb; ++i) {
     const std::int64_t n = static_cast<std::int64_t>(ids[i].size());
     init::CalibrationShard s;
-    s.points = Tensor::empty({n, D});
+    s.points = Tensor::empty({n, D}, DType::f32, Device::cpu);
     if (n > 0) std::memcpy(s.points.data<float>(), points[i].data(), points[i].size() * sizeof(float));
-    s.global_ids = Tensor::from_vector<std::int64_t>(ids[i], {n});
+    s.global_ids = Tensor::from_vector<std::int64_t>(ids[i], {n}, Device::cpu);
     out.bytes_local += static_cast<std::int64_t>(s.points.nbytes() + s.global_ids.nbytes());
     points[i] = {};
     out.blocks.push_back(std::move(s));
   }
-  Tensor b = Tensor::from_vector<std::int64_t>({out.bytes_local}, {1});
+  Tensor b = Tensor::from_vector<std::int64_t>({out.bytes_local}, {1}, Device::cpu);
   world.all_reduce(b, CommReduce::max);
   out.bytes_max = b.to_vector<std::int64_t>()[0];
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

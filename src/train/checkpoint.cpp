@@ -46,7 +46,7 @@ void write_atomically(const std::string& path, F&& write) {
   }
 }
 
-Tensor pair_tensor(std::int64_t a, std::int64_t b) { return Tensor::from_vector<std::int64_t>({a, b}, {2}); }
+Tensor pair_tensor(std::int64_t a, std::int64_t b) { return Tensor::from_vector<std::int64_t>({a, b}, {2}, Device::cpu); }
 
 }  // namespace
 
@@ -55,7 +55,7 @@ std::map<std::string, Tensor> gather_expert_tensors(const nn::Module& model, con
   std::map<std::string, Tensor> out;
   auto gather = [&](const std::string& path, const Tensor& local) {
     const Tensor src = local.to(Device::cpu);
-    Tensor full = Tensor::empty(gathered_shape(src.shape(), ep.size()), src.dtype());
+    Tensor full = Tensor::empty(gathered_shape(src.shape(), ep.size()), src.dtype(), Device::cpu);
     ep.all_gather(src, full);
     out.emplace(path, full);
   };

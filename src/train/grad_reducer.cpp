@@ -59,15 +59,19 @@ void GradReducer::reduce() {
 
 double grad_norm(const std::vector<Var>& params) { return std::sqrt(grad_sum_squares(params)); }
 
+Tensor grad_sum_squares_on_device(const std::vector<Var>& params) {
+  std::vector<Tensor> grads;
+  grads.reserve(params.size());
+  for (const Var& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  const Device device = grads.empty() ? Device::cpu : grads.front().device();
+  Tensor s = Tensor::empty({1}, DType::f64, device);
+  backend_for(device).sum_squares(grads, s);  // one multi-tensor kernel, no host round trip
+  return s;
+}
+
 double grad_sum_squares(const std::vector<Var>& params) {
-  double total = 0.0;
-  Tensor s = Tensor::empty({1}, DType::f64);
-  for (const Var& p : params) {
-    if (!p.grad().defined()) continue;
-    backend_of(p.grad()).sum_squares(p.grad(), s);
-    total += s.to(Device::cpu).data<double>()[0];
-  }
-  return total;
+  return grad_sum_squares_on_device(params).item<double>();
 }
 
 void scale_grads(const std::vector<Var>& params, double scale) {

@@ -25,6 +25,7 @@ class ImageClassificationTask final : public Task {
         model_(vit_config_from(cfg, options), rng_),
         sampler_(train_.count, cfg.get_int("train.batch_size"), world.rank(), world.size(),
                  static_cast<std::uint64_t>(cfg.get_int("run.seed")), cfg.get_bool("data.shuffle")) {
+    model_.to(model_device_from(cfg));  // initialised on the host from the seed, moved once
     const auto& v = model_.config();
     if (train_.height != v.image_size || train_.width != v.image_size || v.channels != 1)
       UPCYCLE_USAGE_ERROR("model.image_size = ", v.image_size, " and model.channels = ", v.channels,
@@ -47,8 +48,8 @@ class ImageClassificationTask final : public Task {
 
   std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const override {
     std::vector<std::pair<std::string, moe::MoeLayer*>> out;
-    const auto layers = model_.moe_layers();
-    const auto index = model_.moe_block_indices();
+    const auto layers = moe::moe_layers_of(model_.blocks);
+    const auto index = moe::moe_block_indices_of(model_.blocks);
     for (std::size_t i = 0; i < layers.size(); ++i)
       out.emplace_back("blocks/" + nn::index_name(static_cast<std::size_t>(index[i])) + "/moe", layers[i]);
     return out;
@@ -59,12 +60,13 @@ class ImageClassificationTask final : public Task {
   std::int64_t num_token_groups(std::int64_t num_experts) const override { return num_experts; }
   Tensor token_groups(const Batch& batch, std::int64_t num_groups) const override {
     const std::int64_t b = batch.targets.dim(0), per = 1 + model_.config().num_patches();
-    Tensor g = Tensor::empty({b * per}, DType::i64);
+    Tensor g = Tensor::empty({b * per}, DType::i64, Device::cpu);
     std::int64_t* pg = g.data<std::int64_t>();
-    const std::int64_t* y = batch.targets.data<std::int64_t>();
+    const Tensor labels = batch.targets.to(Device::cpu);
+    const std::int64_t* y = labels.data<std::int64_t>();
     for (std::int64_t r = 0; r < b; ++r)
       for (std::int64_t j = 0; j < per; ++j) pg[r * per + j] = y[r] % num_groups;
-    return g;
+    return g.to(batch.targets.device());
   }
 
   Var loss(const Batch& batch, RngStream* dropout_rng) override {
@@ -74,26 +76,29 @@ class ImageClassificationTask final : public Task {
   std::map<std::string, double> evaluate(Communicator& comm) override {
     double sums[3] = {0, 0, 0};  // correct, loss sum, count
     run_sharded_eval(
-        model_, model_.moe_layers(), comm, test_.count, 500,
+        model_, moe::moe_layers_of(model_.blocks), comm, test_.count, 500,
         [&](const std::vector<std::int64_t>& idx) {
-          const Batch b = make_batch(test_, idx);
-          const Var logits = model_.forward(b.inputs);
-          const Tensor& l = logits.value();
+          const Batch host = make_batch(test_, idx);
+          const Device dev = model_.device();
+          const Var logits = model_.forward(host.inputs.to(dev));
+          // Predictions are scored on the host (an explicit host step: [B, classes] per chunk).
+          const Tensor l = logits.value().to(Device::cpu);
           const std::int64_t classes = l.dim(1);
           const float* pl = l.data<float>();
+          const std::int64_t* labels = host.targets.data<std::int64_t>();
           for (std::size_t r = 0; r < idx.size(); ++r) {
             const float* row = pl + static_cast<std::int64_t>(r) * classes;
             std::int64_t best = 0;
             for (std::int64_t c = 1; c < classes; ++c)
               if (row[c] > row[best]) best = c;
-            sums[0] += best == b.targets.data<std::int64_t>()[r] ? 1.0 : 0.0;
+            sums[0] += best == labels[r] ? 1.0 : 0.0;
           }
-          sums[1] += static_cast<double>(cross_entropy(logits, b.targets).value().item<float>()) *
+          sums[1] += static_cast<double>(cross_entropy(logits, host.targets.to(dev)).value().item<float>()) *
                      static_cast<double>(idx.size());
           sums[2] += static_cast<double>(idx.size());
         },
-        [&] { model_.forward(make_batch(test_, {0}).inputs); });
-    Tensor t = Tensor::from_vector<double>({sums[0], sums[1], sums[2]}, {3});
+        [&] { model_.forward(make_batch(test_, {0}).inputs.to(model_.device())); });
+    Tensor t = Tensor::from_vector<double>({sums[0], sums[1], sums[2]}, {3}, Device::cpu);
     comm.all_reduce(t);
     const auto v = t.to_vector<double>();
     return {{"accuracy", v[0] / v[2]}, {"val_loss", v[1] / v[2]}};
@@ -108,8 +113,8 @@ class ImageClassificationTask final : public Task {
   Batch make_batch(const ImageDataset& ds, const std::vector<std::int64_t>& idx) const {
     const std::int64_t b = static_cast<std::int64_t>(idx.size()), hw = ds.height * ds.width;
     Batch batch;
-    batch.inputs = Tensor::empty({b, 1, ds.height, ds.width});
-    batch.targets = Tensor::empty({b}, DType::i64);
+    batch.inputs = Tensor::empty({b, 1, ds.height, ds.width}, DType::f32, Device::cpu);
+    batch.targets = Tensor::empty({b}, DType::i64, Device::cpu);
     float* px = batch.inputs.data<float>();
     std::int64_t* py = batch.targets.data<std::int64_t>();
     for (std::int64_t r = 0; r < b; ++r) {

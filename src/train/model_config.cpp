@@ -1,5 +1,7 @@
 #include "model_config.hpp"
 
+#include "upcycle/backend/devices.hpp"
+
 #include <cmath>
 
 namespace upcycle {
@@ -51,6 +53,8 @@ moe::MoeConfig moe_config_from(const Config& cfg) {
   return m;
 }
 
+Device model_device_from(const Config& cfg) { return choose_device(cfg.get_string("run.device")).device; }
+
 std::vector<std::int64_t> moe_block_indices_from(const Config& cfg) {
   const std::int64_t depth = cfg.get_int("model.depth");
   const std::string& mode = cfg.get_string("moe.blocks");
@@ -67,8 +71,10 @@ namespace {
 void apply_moe(const Config& cfg, const TaskOptions& options, nn::TransformerBlockConfig& block,
                std::vector<std::int64_t>& blocks) {
   if (!options.moe) return;
-  block.moe = std::make_shared<const moe::MoeConfig>(moe_config_from(cfg));
-  block.moe_ep = options.expert_parallel;
+  const moe::MoeConfig m = moe_config_from(cfg);
+  UPCYCLE_CHECK(m.d_model == block.d_model, "the MoE layer's d_model ", m.d_model, " differs from the block's ",
+                block.d_model);
+  block.sparse_ffn = moe::moe_ffn_factory(m, options.expert_parallel);
   blocks = moe_block_indices_from(cfg);
   if (blocks.empty())
     UPCYCLE_USAGE_ERROR("moe.blocks = ", cfg.get_string("moe.blocks"), " selects no block of model.depth = ",

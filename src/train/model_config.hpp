@@ -20,6 +20,8 @@ moe::MoeConfig moe_config_from(const Config& cfg);
 // Hidden units per expert: moe.expert_ffn_width, or when 0 model.ffn_width (model.ffn_width /
 // upcycle.granularity with upcycle.method = granular: each expert is one shard of the dense FFN).
 std::int64_t expert_ffn_width_from(const Config& cfg);
+// The device a task's model lives on: run.device resolved by choose_device (auto -> cuda when usable).
+Device model_device_from(const Config& cfg);
 // The 0-based MoE block indices of moe.blocks: every_other = 1, 3, 5, ...; all; list = moe.block_list.
 std::vector<std::int64_t> moe_block_indices_from(const Config& cfg);
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "upcycle/backend/backend.hpp"
 #include "upcycle/ops/elementwise.hpp"
 
 namespace upcycle {
@@ -43,7 +44,7 @@ MoeTraining::MoeTraining(const Config& cfg, std::shared_ptr<Communicator> world,
     l.layer = layer;
     l.loads.assign(static_cast<std::size_t>(layer->num_experts()), 0.0);
     if (rate > 0) {
-      l.bias = std::make_unique<moe::AuxFreeBias>(layer->num_experts(), rate);
+      l.bias = std::make_unique<moe::AuxFreeBias>(layer->num_experts(), rate, DType::f32, layer->device());
       layer->set_selection_bias(l.bias->bias());  // shares storage: updates are seen by the router
     }
     layers_.push_back(std::move(l));
@@ -76,32 +77,32 @@ MoeTraining::Losses MoeTraining::losses(const Batch& batch) {
   for (Layer& l : layers_) {
     const moe::MoeRouting& r = l.layer->last_routing();
     UPCYCLE_CHECK(r.probs.defined(), "MoE layer ", l.name, " has no routing: run the forward first");
-    double lb = 0, z = 0, dp = 0;
-    auto add = [&](const Var& term, double scale) {
+    const Device dev = r.probs.device();
+    Backend& be = backend_for(dev);
+    if (!out.value.defined()) out.value = Tensor::zeros({1}, DType::f64, dev);
+    if (!l.loss_sums.defined()) l.loss_sums = Tensor::zeros({3}, DType::f64, dev);
+    // Slot i of the layer's sums gets the loss's value; the value also joins the step's total.
+    // Both stay on the device: nothing here waits for it.
+    auto add = [&](const Var& term, double scale, std::int64_t slot) {
       out.backward = out.backward.defined() ? out.backward + mul_scalar(term, scale) : mul_scalar(term, scale);
+      const Tensor v = term.value().to(DType::f64);
+      be.axpy(1.0, v, out.value);
+      Tensor sum_slot = l.loss_sums.rows(slot, slot + 1);
+      be.axpy(1.0, v, sum_slot);
     };
     if (lb_weight_ > 0) {
-      const Var v = moe::load_balancing_loss(r.probs, r.indices, lb_weight_, world_.get());
-      lb = v.value().to(DType::f64).to_vector<double>()[0];
-      add(v, W);
+      // The routed counts are on the host already (the dispatch brought them there).
+      const std::vector<std::int64_t> c = r.expert_counts.to_vector<std::int64_t>();
+      add(moe::load_balancing_loss(r.probs, std::vector<double>(c.begin(), c.end()), lb_weight_, world_.get()), W, 0);
     }
-    if (z_weight_ > 0) {
-      const Var v = moe::router_z_loss(r.logits, z_weight_);
-      z = v.value().to(DType::f64).to_vector<double>()[0];
-      add(v, 1.0);
-    }
+    if (z_weight_ > 0) add(moe::router_z_loss(r.logits, z_weight_), 1.0, 1);
     if (dpsl_) {
       if (groups.defined())
         UPCYCLE_CHECK(groups.numel() == r.tokens, "DPSL groups: the task gave ", groups.numel(),
                       " group ids for ", r.tokens, " tokens of ", l.name);
-      const Var v = moe::dpsl_loss(r.probs, prior_, dpsl_options_, groups);
-      dp = v.value().to(DType::f64).to_vector<double>()[0];
-      add(v, dpsl_options_.scope == moe::DpslScope::global ? W : 1.0);
+      add(moe::dpsl_loss(r.probs, prior_, dpsl_options_, groups), dpsl_options_.scope == moe::DpslScope::global ? W : 1.0,
+          2);
     }
-    out.value += lb + z + dp;
-    l.lb_sum += lb;
-    l.z_sum += z;
-    l.dpsl_sum += dp;
     ++l.loss_count;
   }
   return out;
@@ -129,7 +130,7 @@ void MoeTraining::after_step(bool updated) {
     std::vector<double> all;
     for (const Layer& l : layers_)
       if (l.bias) all.insert(all.end(), l.loads.begin(), l.loads.end());
-    Tensor t = Tensor::from_vector<double>(all, {static_cast<std::int64_t>(all.size())});
+    Tensor t = Tensor::from_vector<double>(all, {static_cast<std::int64_t>(all.size())}, Device::cpu);
     world_->all_reduce(t);
     const auto sums = t.to_vector<double>();
     std::size_t at = 0;
@@ -161,12 +162,13 @@ void MoeTraining::add_metrics(JsonObject& o) {
     }
     if (l.loss_count > 0) {
       const double n = static_cast<double>(l.loss_count);
-      o.add(p + "lb_loss", l.lb_sum / n);
-      o.add(p + "z_loss", l.z_sum / n);
-      o.add(p + "dpsl_loss", l.dpsl_sum / n);
+      const std::vector<double> sums = l.loss_sums.to_vector<double>();  // a metrics line: read now
+      o.add(p + "lb_loss", sums[0] / n);
+      o.add(p + "z_loss", sums[1] / n);
+      o.add(p + "dpsl_loss", sums[2] / n);
+      backend_of(l.loss_sums).fill(l.loss_sums, 0.0);
     }
     if (l.bias) o.add(p + "aux_free_bias", l.bias->bias().to(DType::f64).to_vector<double>());
-    l.lb_sum = l.z_sum = l.dpsl_sum = 0;
     l.loss_count = 0;
   }
 }

@@ -17,11 +17,21 @@ AdamW::AdamW(const std::vector<std::pair<std::string, Var>>& named_params, const
 
 void AdamW::step(double lr) {
   ++steps_;
-  for (auto& s : slots_) {
-    const Tensor& g = s.param.grad();
-    if (!g.defined()) continue;
-    backend_of(g).adamw(s.param.value(), g, s.m, s.v, lr, options_.beta1, options_.beta2, options_.eps,
-                        s.decay ? options_.weight_decay : 0.0, steps_);
+  AdamWStep h;
+  h.lr = lr;
+  h.beta1 = options_.beta1;
+  h.beta2 = options_.beta2;
+  h.eps = options_.eps;
+  h.step = steps_;
+  // One multi-tensor update per device (parameters of one model share a device).
+  for (Device device : {Device::cpu, Device::cuda}) {
+    batch_.clear();
+    for (auto& s : slots_) {
+      const Tensor& g = s.param.grad();
+      if (!g.defined() || s.param.device() != device) continue;
+      batch_.push_back({s.param.value(), g, s.m, s.v, s.decay ? options_.weight_decay : 0.0});
+    }
+    if (!batch_.empty()) backend_for(device).adamw(batch_, h);
   }
 }
 

@@ -114,9 +114,7 @@ std::vector<std::string> available_stages() {
 }
 
 void run_stages(const Config& cfg, std::shared_ptr<Communicator> world) {
-  // Keys whose other values need a GPU build (the CUDA backend and NCCL are not in this version).
-  if (cfg.get_string("run.device") == "cuda")
-    UPCYCLE_USAGE_ERROR("run.device = cuda: this build has no CUDA backend (use auto or cpu)");
+  // Keys whose other values are not built yet (the NCCL communicator).
   if (cfg.get_string("parallel.backend") == "nccl")
     UPCYCLE_USAGE_ERROR("parallel.backend = nccl: this build has no NCCL communicator (use mpi)");
   const auto& stages = cfg.get_string_list("run.stages");

@@ -20,6 +20,7 @@ class LanguageModelTask final : public Task {
         model_(gpt_config_from(cfg, options), rng_),
         sampler_(windows(corpus_.train), cfg.get_int("train.batch_size"), world.rank(), world.size(),
                  static_cast<std::uint64_t>(cfg.get_int("run.seed")), cfg.get_bool("data.shuffle")) {
+    model_.to(model_device_from(cfg));  // initialised on the host from the seed, moved once
     if (model_.config().vocab < 256)
       UPCYCLE_USAGE_ERROR("model.vocab_size = ", model_.config().vocab, " is too small for bytes (256)");
   }
@@ -38,8 +39,8 @@ class LanguageModelTask final : public Task {
 
   std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const override {
     std::vector<std::pair<std::string, moe::MoeLayer*>> out;
-    const auto layers = model_.moe_layers();
-    const auto index = model_.moe_block_indices();
+    const auto layers = moe::moe_layers_of(model_.blocks);
+    const auto index = moe::moe_block_indices_of(model_.blocks);
     for (std::size_t i = 0; i < layers.size(); ++i)
       out.emplace_back("blocks/" + nn::index_name(static_cast<std::size_t>(index[i])) + "/moe", layers[i]);
     return out;
@@ -54,15 +55,18 @@ class LanguageModelTask final : public Task {
     // Every non-overlapping validation window once, sharded contiguously over the ranks.
     double sums[2] = {0, 0};  // loss sum over predicted bytes, bytes
     run_sharded_eval(
-        model_, model_.moe_layers(), comm, windows(corpus_.val), 16,
+        model_, moe::moe_layers_of(model_.blocks), comm, windows(corpus_.val), 16,
         [&](const std::vector<std::int64_t>& idx) {
           const Batch b = make_batch(corpus_.val, idx);
+          const Device dev = model_.device();
           const double bytes = static_cast<double>(b.targets.numel());
-          sums[0] += static_cast<double>(cross_entropy(model_.forward(b.inputs), b.targets).value().item<float>()) * bytes;
+          sums[0] += static_cast<double>(
+                         cross_entropy(model_.forward(b.inputs.to(dev)), b.targets.to(dev)).value().item<float>()) *
+                     bytes;
           sums[1] += bytes;
         },
-        [&] { model_.forward(make_batch(corpus_.val, {0}).inputs); });
-    Tensor t = Tensor::from_vector<double>({sums[0], sums[1]}, {2});
+        [&] { model_.forward(make_batch(corpus_.val, {0}).inputs.to(model_.device())); });
+    Tensor t = Tensor::from_vector<double>({sums[0], sums[1]}, {2}, Device::cpu);
     comm.all_reduce(t);
     const auto v = t.to_vector<double>();
     const double loss = v[1] > 0 ? v[0] / v[1] : NAN;
@@ -84,8 +88,8 @@ class LanguageModelTask final : public Task {
   Batch make_batch(const std::vector<std::uint8_t>& text, const std::vector<std::int64_t>& idx) const {
     const std::int64_t b = static_cast<std::int64_t>(idx.size()), t = context_;
     Batch batch;
-    batch.inputs = Tensor::empty({b, t}, DType::i64);
-    batch.targets = Tensor::empty({b, t}, DType::i64);
+    batch.inputs = Tensor::empty({b, t}, DType::i64, Device::cpu);
+    batch.targets = Tensor::empty({b, t}, DType::i64, Device::cpu);
     std::int64_t* in = batch.inputs.data<std::int64_t>();
     std::int64_t* out = batch.targets.data<std::int64_t>();
     for (std::int64_t r = 0; r < b; ++r) {

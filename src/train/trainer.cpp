@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <iostream>
 
+#include "upcycle/backend/backend.hpp"
 #include "upcycle/ops/elementwise.hpp"
+#include "upcycle/train/batch_stager.hpp"
 #include "upcycle/ops/shape.hpp"
 #include "upcycle/train/grad_reducer.hpp"
 
@@ -174,14 +176,14 @@ TrainResult Trainer::run() {
   if (moe_)
     expert_reducer = std::make_unique<GradReducer>(experts_, groups_.expert_data_parallel, bucket_bytes,
                                                    static_cast<double>(world_->size()));
-  // Global gradient norm: replicated gradients once, expert gradients summed over the EP group
-  // (each expert lives on exactly one rank of it).
-  auto global_grad_norm = [&] {
-    if (!moe_) return grad_norm(params_);
-    Tensor sq = Tensor::from_vector<double>({grad_sum_squares(experts_)}, {1});
-    groups_.expert_parallel->all_reduce(sq);
-    return std::sqrt(grad_sum_squares(replicated_) + sq.to_vector<double>()[0]);
-  };
+  const Device device = task_.device();
+  Backend& be = backend_for(device);
+  BatchStager stager(device);
+  // What a step reads on the host, gathered on the device first so that the host waits once per
+  // step: [loss (this rank's micro-batch mean), tokens, replicated gradients' sum of squares,
+  // expert gradients' sum of squares (summed over the EP group: each expert lives on one rank)].
+  Tensor step_stats = Tensor::empty({4}, DType::f64, device);
+  auto stat_slot = [&](std::int64_t i) { return step_stats.rows(i, i + 1); };
 
   auto lr_at = [&](std::int64_t step) {
     if (schedule == "constant") return lr_max;
@@ -203,35 +205,44 @@ TrainResult Trainer::run() {
     const std::int64_t step = state_.step;
     const double lr = lr_at(step);
     optimizer_->zero_grad();
-    const Batch batch = task_.next_batch();
+    const Batch batch = stager.stage(task_.next_batch());
     const std::int64_t rows = batch.inputs.dim(0);
     UPCYCLE_CHECK(rows % micro == 0, "the per-rank batch (", rows, ") is not divisible by train.micro_batches (", micro, ")");
-    double local_loss = 0;
+    be.fill(step_stats, 0.0);
+    Tensor loss_slot = stat_slot(0);
     const bool log_now = (step + 1) % log_every == 0 || step + 1 == total;
     for (std::int64_t m = 0; m < micro; ++m) {
       Batch part;
       part.inputs = batch.inputs.rows(m * rows / micro, (m + 1) * rows / micro);
       part.targets = batch.targets.rows(m * rows / micro, (m + 1) * rows / micro);
       Var loss = task_.loss(part, &state_.dropout_rng);
-      double value = static_cast<double>(loss.value().to(DType::f64).item<double>());
+      be.axpy(1.0 / static_cast<double>(micro), loss.value().to(DType::f64), loss_slot);
       if (moe_) {
         // Router regularisers of every MoE layer (global ones weighted by W for the backward).
         const MoeTraining::Losses aux = moe_->losses(part);
         if (aux.backward.defined()) loss = loss + reshape(aux.backward, loss.shape());
-        value += aux.value;
+        if (aux.value.defined()) be.axpy(1.0 / static_cast<double>(micro), aux.value, loss_slot);
       }
-      local_loss += value / static_cast<double>(micro);
       mul_scalar(loss, 1.0 / static_cast<double>(micro)).backward();
       // Routing statistics of the last micro-batch of a logged step.
       if (moe_) moe_->after_micro_batch(log_now && m + 1 == micro);
     }
     reducer.reduce();
     if (expert_reducer) expert_reducer->reduce();
-    Tensor stats = Tensor::from_vector<double>({local_loss, static_cast<double>(batch.tokens)}, {2});
-    world_->all_reduce(stats);
-    const auto sv = stats.to_vector<double>();
+    // Global gradient norm: replicated gradients once, expert gradients summed over the EP group.
+    stat_slot(2).copy_from(grad_sum_squares_on_device(replicated_));
+    if (moe_) {
+      Tensor expert_sq = grad_sum_squares_on_device(experts_);
+      groups_.expert_parallel->all_reduce(expert_sq);
+      stat_slot(3).copy_from(expert_sq);
+    }
+    // Loss and tokens are summed over the world (gradients are already reduced).
+    Tensor world_part = step_stats.rows(0, 2);
+    stat_slot(1).copy_from(Tensor::from_vector<double>({static_cast<double>(batch.tokens)}, {1}, device));
+    world_->all_reduce(world_part);
+    const std::vector<double> sv = step_stats.to_vector<double>();  // the step's one host wait
     const double loss = sv[0] / world_->size();
-    const double gnorm = global_grad_norm();
+    const double gnorm = std::sqrt(sv[2] + sv[3]);
     state_.step = step + 1;
     const bool finite = std::isfinite(loss) && std::isfinite(gnorm);
     if (finite) {

@@ -141,7 +141,7 @@ UpcycleResult upcycle_model(const Config& cfg, Task& dense_task, Task& moe_task,
     for (const auto& [phase, secs] : report.seconds) add_seconds(result.seconds, phase, secs);
     add_seconds(result.seconds, "experts", seconds_since(t0));
 
-    moe::MoeLayer& layer = *moe_blocks[static_cast<std::size_t>(b)].moe;
+    moe::MoeLayer& layer = *moe::moe_layer_of(moe_blocks[static_cast<std::size_t>(b)]);
     const std::string prefix = "blocks/" + nn::index_name(static_cast<std::size_t>(b)) + "/moe/";
     UPCYCLE_CHECK(s.router.shape() == layer.router.weight.shape(), "upcycling: the router is ", describe(s.router),
                   ", the layer's ", describe(layer.router.weight.value()));
@@ -240,18 +240,18 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
       const std::string p = "/upcycle/blocks/" + nn::index_name(static_cast<std::size_t>(r.blocks[i])) + "/";
       const init::BlockReport& rep = r.reports[i];
       auto i64 = [](const std::vector<std::int64_t>& v) {
-        return Tensor::from_vector<std::int64_t>(v, {static_cast<std::int64_t>(v.size())});
+        return Tensor::from_vector<std::int64_t>(v, {static_cast<std::int64_t>(v.size())}, Device::cpu);
       };
       if (!rep.cluster_sizes.empty()) shards.extras.emplace_back(p + "cluster_sizes", i64(rep.cluster_sizes));
       if (!rep.svd_ranks.empty()) {
         shards.extras.emplace_back(p + "svd_ranks", i64(rep.svd_ranks));
         shards.extras.emplace_back(p + "svd_energy", Tensor::from_vector<double>(
-                                                         rep.energy_kept, {static_cast<std::int64_t>(rep.energy_kept.size())}));
+                                                         rep.energy_kept, {static_cast<std::int64_t>(rep.energy_kept.size())}, Device::cpu));
       }
       if (!rep.kmeans.empty()) {
         std::vector<double> obj;
         for (const auto& it : rep.kmeans) obj.push_back(it.objective);
-        shards.extras.emplace_back(p + "kmeans_objective", Tensor::from_vector<double>(obj, {static_cast<std::int64_t>(obj.size())}));
+        shards.extras.emplace_back(p + "kmeans_objective", Tensor::from_vector<double>(obj, {static_cast<std::int64_t>(obj.size())}, Device::cpu));
       }
     }
     TrainState state;

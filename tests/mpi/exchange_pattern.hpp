@@ -49,7 +49,7 @@ inline Tensor rows_to_send(CountFn count, int rank, int world, const Shape& row_
   }
   Shape shape{rows};
   for (std::int64_t n : row_shape) shape.push_back(n);
-  return Tensor::from_vector<double>(v, shape).to(dtype);
+  return Tensor::from_vector<double>(v, shape, Device::cpu).to(dtype);
 }
 
 // What `rank` must receive, flattened, in source order.

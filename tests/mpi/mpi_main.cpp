@@ -42,8 +42,8 @@ int run(int argc, char** argv) {
   }
   const int failed_here = RUN_ALL_TESTS() != 0 ? 1 : 0;
 
-  upcycle::Tensor mine = upcycle::Tensor::full({1}, failed_here, upcycle::DType::i32);
-  upcycle::Tensor all = upcycle::Tensor::empty({world->size()}, upcycle::DType::i32);
+  upcycle::Tensor mine = upcycle::Tensor::full({1}, failed_here, upcycle::DType::i32, upcycle::Device::cpu);
+  upcycle::Tensor all = upcycle::Tensor::empty({world->size()}, upcycle::DType::i32, upcycle::Device::cpu);
   world->all_gather(mine, all);
   std::string failed_ranks;
   for (int p = 0; p < world->size(); ++p)

@@ -52,7 +52,7 @@ TEST_P(AllToAllOpTest, BackwardIsTheReverseExchange) {
   for (int d = 0; d < W; ++d)
     for (std::int64_t j = 0; j < count(r, d, W); ++j)
       for (std::int64_t e = 0; e < kRow.numel(); ++e) want.push_back(seed_value(d, r, j, e));
-  out.backward(Tensor::from_vector<double>(seed, out.shape()));
+  out.backward(Tensor::from_vector<double>(seed, out.shape(), Device::cpu));
   ASSERT_TRUE(in.grad().defined());
   EXPECT_EQ(in.grad().shape(), in.shape());
   EXPECT_EQ(as_doubles(in.grad()), want);
@@ -98,7 +98,7 @@ INSTANTIATE_TEST_SUITE_P(Patterns, AllToAllOpTest,
 
 TEST(AllToAllOp, NeedsASharedCommunicator) {
   SelfCommunicator on_stack;  // backward could outlive it, so the op refuses it
-  const Var in(Tensor::zeros({2, 3}), true);
+  const Var in(Tensor::zeros({2, 3}, DType::f32, Device::cpu), true);
   EXPECT_THROW(all_to_all_v(on_stack, in, {2}, {2}), Error);
 }
 

@@ -26,7 +26,7 @@ class CommunicatorTest : public ::testing::Test {
 };
 
 Tensor from_doubles(const std::vector<double>& v, const Shape& shape, DType dtype) {
-  return Tensor::from_vector<double>(v, shape).to(dtype);
+  return Tensor::from_vector<double>(v, shape, Device::cpu).to(dtype);
 }
 
 TEST_F(CommunicatorTest, WorldMatchesTheLauncher) {
@@ -67,7 +67,7 @@ TEST_F(CommunicatorTest, AllReduceMaxAndMin) {
 }
 
 TEST_F(CommunicatorTest, AllReduceOfAnEmptyTensorIsANoOp) {
-  Tensor t = Tensor::zeros({0, 3});
+  Tensor t = Tensor::zeros({0, 3}, DType::f32, Device::cpu);
   world->all_reduce(t);
   EXPECT_EQ(t.shape(), Shape({0, 3}));
 }
@@ -77,7 +77,7 @@ TEST_F(CommunicatorTest, AllGatherConcatenatesInRankOrder) {
     std::vector<double> v;
     for (int i = 0; i < 6; ++i) v.push_back(100 * r + i);
     const Tensor in = from_doubles(v, {2, 3}, dtype);
-    Tensor out = Tensor::empty(gathered_shape(in.shape(), W), dtype);
+    Tensor out = Tensor::empty(gathered_shape(in.shape(), W), dtype, Device::cpu);
     EXPECT_EQ(out.shape(), Shape({2 * W, 3}));
     world->all_gather(in, out);
     const std::vector<double> got = as_doubles(out);
@@ -87,8 +87,8 @@ TEST_F(CommunicatorTest, AllGatherConcatenatesInRankOrder) {
 }
 
 TEST_F(CommunicatorTest, AllGatherOfScalarsGivesOnePerRank) {
-  const Tensor in = Tensor::full({}, 10 + r, DType::i64);
-  Tensor out = Tensor::empty(gathered_shape(in.shape(), W), DType::i64);
+  const Tensor in = Tensor::full({}, 10 + r, DType::i64, Device::cpu);
+  Tensor out = Tensor::empty(gathered_shape(in.shape(), W), DType::i64, Device::cpu);
   world->all_gather(in, out);
   const std::vector<std::int64_t> got = out.to_vector<std::int64_t>();
   ASSERT_EQ(got.size(), static_cast<std::size_t>(W));
@@ -101,7 +101,7 @@ TEST_F(CommunicatorTest, ReduceScatterSumsThenScattersBlocks) {
     std::vector<double> v;
     for (int i = 0; i < 6 * W; ++i) v.push_back(r + i);
     const Tensor in = from_doubles(v, {2 * W, 3}, dtype);
-    Tensor out = Tensor::empty(scattered_shape(in.shape(), W), dtype);
+    Tensor out = Tensor::empty(scattered_shape(in.shape(), W), dtype, Device::cpu);
     EXPECT_EQ(out.shape(), Shape({2, 3}));
     world->reduce_scatter(in, out, CommReduce::sum);
     const std::vector<double> got = as_doubles(out);
@@ -113,7 +113,7 @@ TEST_F(CommunicatorTest, ReduceScatterMax) {
   std::vector<double> v;
   for (int i = 0; i < 2 * W; ++i) v.push_back(r * i);
   const Tensor in = from_doubles(v, {2 * W}, DType::i32);
-  Tensor out = Tensor::empty({2}, DType::i32);
+  Tensor out = Tensor::empty({2}, DType::i32, Device::cpu);
   world->reduce_scatter(in, out, CommReduce::max);
   const std::vector<double> got = as_doubles(out);
   for (int k = 0; k < 2; ++k) EXPECT_EQ(got[k], (W - 1) * (2 * r + k));
@@ -147,7 +147,7 @@ void check_all_to_all(Communicator& comm, testing::CountFn count, const Shape& r
   Shape recv_shape{0};
   for (std::int64_t c : x.recv_counts) recv_shape[0] += c;
   for (std::int64_t n : row_shape) recv_shape.push_back(n);
-  Tensor recv = Tensor::full(recv_shape, -1, dtype);
+  Tensor recv = Tensor::full(recv_shape, -1, dtype, Device::cpu);
   comm.all_to_all_v(send, x.send_counts, recv, x.recv_counts);
   EXPECT_EQ(as_doubles(recv), testing::rows_expected(count, r, W, row_shape))
       << dtype_name(dtype) << " rows of " << row_shape.str() << " on rank " << r << " of " << W;
@@ -168,24 +168,24 @@ TEST_F(CommunicatorTest, AllToAllVOfEmptyRows) {
 
 TEST_F(CommunicatorTest, BadArgumentsThrowBeforeCommunicating) {
   // Every rank makes the same mistake, so every rank throws and none waits in a collective.
-  const Tensor send = Tensor::zeros({3, 2});
-  Tensor recv = Tensor::zeros({3, 2});
+  const Tensor send = Tensor::zeros({3, 2}, DType::f32, Device::cpu);
+  Tensor recv = Tensor::zeros({3, 2}, DType::f32, Device::cpu);
   EXPECT_THROW(world->all_to_all_v(send, {3}, recv, std::vector<std::int64_t>(W + 1, 0)), Error);
   std::vector<std::int64_t> too_many(W, 0), valid(W, 0);
   too_many[0] = 4;
   valid[0] = 3;
   EXPECT_THROW(world->all_to_all_v(send, too_many, recv, too_many), Error);
-  Tensor other_rows = Tensor::zeros({3, 5});
+  Tensor other_rows = Tensor::zeros({3, 5}, DType::f32, Device::cpu);
   EXPECT_THROW(world->all_to_all_v(send, valid, other_rows, valid), Error);
-  Tensor wrong = Tensor::zeros({3 * W + 1, 2});
+  Tensor wrong = Tensor::zeros({3 * W + 1, 2}, DType::f32, Device::cpu);
   EXPECT_THROW(world->all_gather(send, wrong), Error);
-  Tensor ints = Tensor::zeros({3 * W, 2}, DType::i32);
+  Tensor ints = Tensor::zeros({3 * W, 2}, DType::i32, Device::cpu);
   EXPECT_THROW(world->all_gather(send, ints), Error);
-  Tensor t = Tensor::zeros({2});
+  Tensor t = Tensor::zeros({2}, DType::f32, Device::cpu);
   EXPECT_THROW(world->broadcast(t, W), Error);
   EXPECT_THROW(world->split(-1, 0), Error);
-  Tensor odd = Tensor::zeros({2 * W + 1});
-  Tensor part = Tensor::zeros({2});
+  Tensor odd = Tensor::zeros({2 * W + 1}, DType::f32, Device::cpu);
+  Tensor part = Tensor::zeros({2}, DType::f32, Device::cpu);
   EXPECT_THROW(world->reduce_scatter(odd, part), Error);
 }
 
@@ -196,8 +196,8 @@ TEST_F(CommunicatorTest, SplitOrdersRanksByKey) {
   for (int q = W - 1; q >= 0; --q)
     if (q % 2 == r % 2) members.push_back(q);
   EXPECT_EQ(sub->size(), static_cast<int>(members.size()));
-  const Tensor me = Tensor::full({}, r, DType::i32);
-  Tensor all = Tensor::empty({sub->size()}, DType::i32);
+  const Tensor me = Tensor::full({}, r, DType::i32, Device::cpu);
+  Tensor all = Tensor::empty({sub->size()}, DType::i32, Device::cpu);
   sub->all_gather(me, all);
   const std::vector<std::int32_t> got = all.to_vector<std::int32_t>();
   EXPECT_EQ(std::vector<int>(got.begin(), got.end()), members);
@@ -232,8 +232,8 @@ TEST(ProcessGroupRanks, RejectAnExpertParallelSizeThatDoesNotDivideTheWorld) {
 
 // Members of `group` in its rank order, by gathering world ranks over it.
 std::vector<int> members_of(Communicator& group, int world_rank) {
-  const Tensor me = Tensor::full({}, world_rank, DType::i32);
-  Tensor all = Tensor::empty({group.size()}, DType::i32);
+  const Tensor me = Tensor::full({}, world_rank, DType::i32, Device::cpu);
+  Tensor all = Tensor::empty({group.size()}, DType::i32, Device::cpu);
   group.all_gather(me, all);
   const std::vector<std::int32_t> got = all.to_vector<std::int32_t>();
   return {got.begin(), got.end()};
@@ -251,7 +251,7 @@ TEST_F(CommunicatorTest, ProcessGroupsHaveTheLayoutsMembers) {
     EXPECT_EQ(members_of(*g.expert_parallel, r), expert_parallel_ranks(W, P, r)) << "P = " << P;
     EXPECT_EQ(members_of(*g.expert_data_parallel, r), expert_data_parallel_ranks(W, P, r)) << "P = " << P;
     // A reduction stays inside its group: the sum of the members' world ranks.
-    Tensor t = Tensor::full({1}, r, DType::i64);
+    Tensor t = Tensor::full({1}, r, DType::i64, Device::cpu);
     g.expert_parallel->all_reduce(t);
     std::int64_t want = 0;
     for (int q : expert_parallel_ranks(W, P, r)) want += q;
@@ -267,14 +267,14 @@ TEST(SelfCommunicator, EveryCollectiveIsTheIdentity) {
   const auto self = std::make_shared<SelfCommunicator>();
   EXPECT_EQ(self->rank(), 0);
   EXPECT_EQ(self->size(), 1);
-  Tensor t = Tensor::from_vector<float>({1, 2, 3}, {3});
+  Tensor t = Tensor::from_vector<float>({1, 2, 3}, {3}, Device::cpu);
   self->all_reduce(t, CommReduce::max);
   self->broadcast(t, 0);
   EXPECT_EQ(t.to_vector<float>(), std::vector<float>({1, 2, 3}));
-  Tensor out = Tensor::empty({3});
+  Tensor out = Tensor::empty({3}, DType::f32, Device::cpu);
   self->all_gather(t, out);
   EXPECT_EQ(out.to_vector<float>(), std::vector<float>({1, 2, 3}));
-  Tensor part = Tensor::empty({3});
+  Tensor part = Tensor::empty({3}, DType::f32, Device::cpu);
   self->reduce_scatter(out, part);
   EXPECT_EQ(part.to_vector<float>(), std::vector<float>({1, 2, 3}));
   EXPECT_EQ(self->exchange_counts({4}), std::vector<std::int64_t>({4}));

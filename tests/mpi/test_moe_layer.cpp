@@ -88,7 +88,7 @@ struct Result {
 };
 
 Tensor place_rows(Communicator& g, const Tensor& local, std::int64_t offset) {
-  Tensor full = Tensor::zeros({kTokens, kD}, local.dtype());
+  Tensor full = Tensor::zeros({kTokens, kD}, local.dtype(), Device::cpu);
   if (local.dim(0) > 0) {
     Tensor dst = full.rows(offset, offset + local.dim(0));
     dst.copy_from(local);
@@ -110,7 +110,7 @@ Result run(const std::shared_ptr<Communicator>& group, const Case& c, DType dtyp
   if (!c.banned.empty()) {
     std::vector<double> bias(kE, 0.0);
     for (int e : c.banned) bias[static_cast<std::size_t>(e)] = -10.0;
-    layer.set_selection_bias(Tensor::from_vector(bias, {kE}));
+    layer.set_selection_bias(Tensor::from_vector(bias, {kE}, Device::cpu));
   }
   const Tensor x_all = testing::randn_tensor({kTokens, kD}, 77, 1.0, dtype);
   const Tensor proj_all = testing::randn_tensor({kTokens, kD}, 78, 1.0, dtype);
@@ -127,7 +127,7 @@ Result run(const std::shared_ptr<Communicator>& group, const Case& c, DType dtyp
     if (MoeLayer::is_expert_parameter(name)) {
       Shape full = p.shape();
       full[0] = kE;
-      Tensor pv = Tensor::empty(full, dtype), gv = Tensor::empty(full, dtype);
+      Tensor pv = Tensor::empty(full, dtype, Device::cpu), gv = Tensor::empty(full, dtype, Device::cpu);
       group->all_gather(p.value(), pv);
       group->all_gather(p.grad(), gv);
       out.params[name] = pv;
@@ -185,7 +185,7 @@ TEST(MoeLayerExpertParallel, SameOutputsAndGradientsForEveryGroupSize) {
         for (int e : c.banned)  // an expert without tokens: zero gradient wherever it lives
           for (const char* n : {"experts/w1", "experts/w2"}) {
             const Tensor ge = got.grads.at(n).rows(e, e + 1);
-            EXPECT_EQ(testing::max_abs_diff(ge, Tensor::zeros(ge.shape(), dtype)), 0.0) << n << " of expert " << e;
+            EXPECT_EQ(testing::max_abs_diff(ge, Tensor::zeros(ge.shape(), dtype, Device::cpu)), 0.0) << n << " of expert " << e;
           }
         if (world->rank() == 0)
           std::printf("  %-14s %s P=%d: worst relative difference %.3e (bound %.0e)\n", c.name, dtype_name(dtype), P,

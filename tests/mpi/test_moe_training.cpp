@@ -51,7 +51,7 @@ std::vector<double> train_on_first_ranks(const std::shared_ptr<Communicator>& wo
 
 // A directory name every rank agrees on (rank 0's pid).
 fs::path shared_dir(Communicator& world, const std::string& name) {
-  Tensor pid = Tensor::from_vector<std::int64_t>({static_cast<std::int64_t>(::getpid())}, {1});
+  Tensor pid = Tensor::from_vector<std::int64_t>({static_cast<std::int64_t>(::getpid())}, {1}, Device::cpu);
   world.broadcast(pid, 0);
   return fs::temp_directory_path() /
          ("upcycle_test_moe_training_" + name + "_" + std::to_string(pid.to_vector<std::int64_t>()[0]));

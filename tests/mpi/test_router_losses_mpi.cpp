@@ -57,13 +57,13 @@ class RouterLossesMpi : public ::testing::Test {
     return softmax(Var(logits())).value();
   }
   Tensor topk_indices(const Tensor& p) const {
-    moe::AuxFreeBias none(E, 0.0, DType::f64);
+    moe::AuxFreeBias none(E, 0.0, DType::f64, Device::cpu);
     return none.select(p, K);
   }
   Tensor groups() const {
     std::vector<std::int64_t> g;
     for (std::int64_t t = 0; t < total(); ++t) g.push_back(t % 5 == 4 ? -1 : (t * 7 + 3) % 3);
-    return Tensor::from_vector(g, {total()});
+    return Tensor::from_vector(g, {total()}, Device::cpu);
   }
   // This rank's slice of a global tensor (a copy).
   Tensor slice(const Tensor& t) const { return t.rows(offset(), offset() + mine()).clone(); }
@@ -162,7 +162,7 @@ TEST_F(RouterLossesMpi, GlobalStatisticsAndLoadsEqualSingleRank) {
   const Tensor idx_all = topk_indices(p_all);
   std::vector<std::int64_t> drop;
   for (std::int64_t i = 0; i < total() * K; ++i) drop.push_back(i % 7 == 3);
-  const Tensor drop_all = Tensor::from_vector(drop, {total(), K});
+  const Tensor drop_all = Tensor::from_vector(drop, {total(), K}, Device::cpu);
   const moe::RoutingStats ref = moe::routing_stats(p_all, idx_all, drop_all);
   const moe::RoutingStats got = moe::routing_stats(slice(p_all), slice(idx_all), slice(drop_all), world.get());
   EXPECT_EQ(got.num_tokens, ref.num_tokens);
@@ -176,7 +176,7 @@ TEST_F(RouterLossesMpi, GlobalStatisticsAndLoadsEqualSingleRank) {
   // Aux-free: the loads summed over ranks, hence the same bias update everywhere.
   const Tensor load = moe::expert_load(slice(idx_all), E, world.get());
   EXPECT_EQ(load.to_vector<double>(), moe::expert_load(idx_all, E).to_vector<double>());
-  moe::AuxFreeBias bias(E, 0.001);
+  moe::AuxFreeBias bias(E, 0.001, DType::f32, Device::cpu);
   bias.update(load);
   Tensor b = bias.bias().clone(), b_max = b.clone();
   world->all_reduce(b_max, CommReduce::max);

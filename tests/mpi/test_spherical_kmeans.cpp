@@ -125,15 +125,15 @@ class KmeansMpi : public ::testing::Test {
   KMeansResult check_against_single(const Data& data, const KMeansOptions& o, const std::vector<std::int64_t>& bounds,
                             const std::string& what) {
     SCOPED_TRACE(what + " over " + std::to_string(P) + " rank(s)");
-    const Tensor all = Tensor::from_vector(data.points, {data.n, data.d});
+    const Tensor all = Tensor::from_vector(data.points, {data.n, data.d}, Device::cpu);
     std::vector<std::int64_t> ids(static_cast<std::size_t>(data.n));
     std::iota(ids.begin(), ids.end(), std::int64_t{0});
     SelfCommunicator self;
-    const KMeansResult ref = spherical_kmeans(all, Tensor::from_vector(ids, {data.n}), o, self);
+    const KMeansResult ref = spherical_kmeans(all, Tensor::from_vector(ids, {data.n}, Device::cpu), o, self);
 
     const std::int64_t lo = bounds[static_cast<std::size_t>(me)], hi = bounds[static_cast<std::size_t>(me) + 1];
     const std::vector<std::int64_t> my_ids(ids.begin() + lo, ids.begin() + hi);
-    const KMeansResult got = spherical_kmeans(all.rows(lo, hi).clone(), Tensor::from_vector(my_ids, {hi - lo}), o, *world);
+    const KMeansResult got = spherical_kmeans(all.rows(lo, hi).clone(), Tensor::from_vector(my_ids, {hi - lo}, Device::cpu), o, *world);
 
     EXPECT_EQ(got.sizes, ref.sizes);
     EXPECT_EQ(got.converged, ref.converged);
@@ -164,7 +164,7 @@ class KmeansMpi : public ::testing::Test {
     EXPECT_LE(diff, kCentroidBound);
 
     // Every rank holds the same centroids, bit for bit.
-    Tensor gathered = Tensor::empty({P * o.clusters, data.d});
+    Tensor gathered = Tensor::empty({P * o.clusters, data.d}, DType::f32, Device::cpu);
     world->all_gather(got.centroids, gathered);
     const auto g = gathered.to_vector<float>();
     for (int p = 1; p < P; ++p)
@@ -219,8 +219,8 @@ TEST_F(KmeansMpi, ErrorsOnOneRankThrowOnEveryRank) {
   o.clusters = 2;
   std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
   std::iota(ids.begin(), ids.end(), std::int64_t{me * n});
-  const Tensor id_t = Tensor::from_vector(ids, {n});
-  Tensor x = Tensor::full({n, d}, 1.0);
+  const Tensor id_t = Tensor::from_vector(ids, {n}, Device::cpu);
+  Tensor x = Tensor::full({n, d}, 1.0, DType::f32, Device::cpu);
 
   // Zero-norm row (global id bad * n + 2) on the last rank.
   Tensor z = x.clone();
@@ -245,19 +245,19 @@ TEST_F(KmeansMpi, ErrorsOnOneRankThrowOnEveryRank) {
 
   if (P >= 2) {
     // Dims differ: the last rank passes D + 1.
-    const Tensor xd = me == bad ? Tensor::full({n, d + 1}, 1.0) : x;
+    const Tensor xd = me == bad ? Tensor::full({n, d + 1}, 1.0, DType::f32, Device::cpu) : x;
     EXPECT_NE(error_of([&] { spherical_kmeans(xd, id_t, o, *world); })
                   .find("dims differ between ranks: rank 0 has D = 4, rank " + std::to_string(bad) + " has D = 5"),
               std::string::npos);
     // The same id on two ranks (both in the sample: n * P tokens, sample 8192).
     std::vector<std::int64_t> dup = ids;
     if (me == bad) dup[0] = 0;
-    EXPECT_NE(error_of([&] { spherical_kmeans(x, Tensor::from_vector(dup, {n}), o, *world); })
+    EXPECT_NE(error_of([&] { spherical_kmeans(x, Tensor::from_vector(dup, {n}, Device::cpu), o, *world); })
                   .find("global id 0 is held by two tokens"),
               std::string::npos);
   }
   // The world is still usable: a valid call succeeds everywhere.
-  Tensor ok = Tensor::empty({n, d});
+  Tensor ok = Tensor::empty({n, d}, DType::f32, Device::cpu);
   std::mt19937_64 rng(static_cast<std::uint64_t>(me));
   std::normal_distribution<float> g;
   for (std::int64_t i = 0; i < n * d; ++i) ok.data<float>()[i] = g(rng);

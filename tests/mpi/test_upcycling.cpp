@@ -10,6 +10,7 @@
 #include "tiny_configs.hpp"
 #include "upcycle/dist/world.hpp"
 #include "upcycle/train/moe_training.hpp"
+#include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/train/upcycle_stage.hpp"
 
 using namespace upcycle;
@@ -65,8 +66,8 @@ TEST(UpcyclingMpi, ClusterUpcyclingDoesNotDependOnTheNumberOfRanks) {
   // float64 second moments): the router (unit centroids) agrees to a few float32 ulps, and W1 of
   // every expert, which goes through the Cholesky factor and SVD of the second moment, to 1e-5
   // relative (measured ~1e-7).
-  const auto& dl = *dist.moe->blocks()[1].moe;
-  EXPECT_LT(max_rel_diff(dl.router.weight.value(), self.moe->blocks()[1].moe->router.weight.value()), 1e-5);
+  const auto& dl = *moe::moe_layer_of(dist.moe->blocks()[1]);
+  EXPECT_LT(max_rel_diff(dl.router.weight.value(), moe::moe_layer_of(self.moe->blocks()[1])->router.weight.value()), 1e-5);
   for (const char* name : {"w1", "b1", "w2", "b2"}) {
     const std::string key = std::string("/model/blocks/01/moe/experts/") + name;
     EXPECT_LT(max_rel_diff(dist.result.full_experts.at(key), self.result.full_experts.at(key)), 1e-5) << name;
@@ -87,6 +88,6 @@ TEST(UpcyclingMpi, DropSvdExpertsAreTheSameBitsOnAnyNumberOfRanks) {
   const UpcycleRun self = upcycle_on(cfg, std::make_shared<SelfCommunicator>());
   for (const auto& [key, t] : self.result.full_experts)
     EXPECT_EQ(dist.result.full_experts.at(key).to_vector<float>(), t.to_vector<float>()) << key;
-  EXPECT_EQ(dist.moe->blocks()[1].moe->router.weight.value().to_vector<float>(),
-            self.moe->blocks()[1].moe->router.weight.value().to_vector<float>());
+  EXPECT_EQ(moe::moe_layer_of(dist.moe->blocks()[1])->router.weight.value().to_vector<float>(),
+            moe::moe_layer_of(self.moe->blocks()[1])->router.weight.value().to_vector<float>());
 }

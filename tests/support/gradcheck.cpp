@@ -1,6 +1,7 @@
 #include "gradcheck.hpp"
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "upcycle/backend/backend.hpp"
@@ -25,23 +26,28 @@ bool contains(const std::vector<std::size_t>& v, std::size_t x) {
 }  // namespace
 
 Tensor random_tensor(const Shape& shape, std::uint64_t seed, double lo, double hi, DType dtype) {
-  Tensor t = Tensor::empty(shape, dtype);
+  Tensor t = Tensor::empty(shape, dtype, Device::cpu);
   backend_for(Device::cpu).uniform(t, seed, 0, lo, hi);
   return t;
 }
 
 Tensor randn_tensor(const Shape& shape, std::uint64_t seed, double std, DType dtype) {
-  Tensor t = Tensor::empty(shape, dtype);
+  Tensor t = Tensor::empty(shape, dtype, Device::cpu);
   backend_for(Device::cpu).normal(t, seed, 0, 0.0, std);
   return t;
 }
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   EXPECT_EQ(a.shape(), b.shape()) << describe(a) << " vs " << describe(b);
-  const Tensor a64 = a.to(DType::f64), b64 = b.to(DType::f64);
+  if (a.shape() != b.shape()) return std::numeric_limits<double>::infinity();
+  const Tensor a64 = a.to(Device::cpu).to(DType::f64), b64 = b.to(Device::cpu).to(DType::f64);
   double m = 0.0;
-  for (std::int64_t i = 0; i < a64.numel(); ++i)
-    m = std::max(m, std::abs(a64.data<double>()[i] - b64.data<double>()[i]));
+  for (std::int64_t i = 0; i < a64.numel(); ++i) {
+    const double d = std::abs(a64.data<double>()[i] - b64.data<double>()[i]);
+    // A NaN on either side (or inf - inf) is an infinite difference: std::max would drop it.
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    m = std::max(m, d);
+  }
   return m;
 }
 
@@ -85,8 +91,11 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
       const double numeric = (fp - fm) / (2.0 * opt.eps);
       const double analytic = g64.data<double>()[j];
       const double err = std::abs(analytic - numeric);
-      worst = std::max(worst, err / (opt.atol + opt.rtol * std::abs(numeric)));
-      if (err > opt.atol + opt.rtol * std::abs(numeric) && n_fail++ < 5)
+      const double bound = opt.atol + opt.rtol * std::abs(numeric);
+      // Written so that a NaN (analytic or numeric) fails: every comparison with NaN is false.
+      const bool ok = err <= bound;
+      worst = ok ? std::max(worst, err / bound) : std::numeric_limits<double>::infinity();
+      if (!ok && n_fail++ < 5)
         failures << "\n  input " << i << " element " << j << ": analytic " << analytic << ", numeric " << numeric;
     }
   }

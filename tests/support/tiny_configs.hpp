@@ -6,7 +6,7 @@ namespace upcycle::testing {
 
 // A 2-block ViT on Fashion-MNIST (7x7 patches, width 16), batch 8, no warmup, no clipping.
 inline std::string tiny_vit_ini(int steps, const std::string& run_dir = "") {
-  return "[run]\nstages = dense\nseed = 7\ndir = " + run_dir +
+  return "[run]\nstages = dense\nseed = 7\ndevice = cpu\ndir = " + run_dir +
          "\n[model]\nkind = vit\nwidth = 16\ndepth = 2\nheads = 2\nffn_width = 32\npatch_size = 7\n"
          "[train]\nsteps = " + std::to_string(steps) +
          "\nbatch_size = 8\nlr = 0.003\nmin_lr = 0.0003\nwarmup_steps = 0\ngrad_clip = 0\neval_every = 0\n"

@@ -9,7 +9,7 @@
 using namespace upcycle;
 
 namespace {
-Var scalar_leaf(double v) { return Var(Tensor::from_vector<double>({v}, {1}), true); }
+Var scalar_leaf(double v) { return Var(Tensor::from_vector<double>({v}, {1}, Device::cpu), true); }
 double grad_of(const Var& v) { return v.grad().item<double>(); }
 }  // namespace
 
@@ -47,7 +47,7 @@ TEST(Engine, AccumulationNeverWritesIntoASharedGradient) {
   // the first must not modify the seed the caller still holds.
   Var x = scalar_leaf(1.0);
   Var y = add(x, x);
-  Tensor seed = Tensor::from_vector<double>({1.0}, {1});
+  Tensor seed = Tensor::from_vector<double>({1.0}, {1}, Device::cpu);
   y.backward(seed);
   EXPECT_DOUBLE_EQ(grad_of(x), 2.0);
   EXPECT_DOUBLE_EQ(seed.item<double>(), 1.0);
@@ -108,7 +108,7 @@ TEST(Engine, OpWithoutBackwardThrowsWhenReached) {
 
 TEST(Engine, ConstantsGetNoGradient) {
   Var x = scalar_leaf(2.0);
-  Var c(Tensor::from_vector<double>({5.0}, {1}), false);
+  Var c(Tensor::from_vector<double>({5.0}, {1}, Device::cpu), false);
   mul(x, c).backward();
   EXPECT_DOUBLE_EQ(grad_of(x), 5.0);
   EXPECT_FALSE(c.grad().defined());
@@ -126,5 +126,5 @@ TEST(Engine, NonScalarBackwardNeedsSeed) {
   Var x(upcycle::testing::random_tensor({3}, 4), true);
   Var y = mul_scalar(x, 2.0);
   EXPECT_THROW(y.backward(), Error);
-  EXPECT_THROW(y.backward(Tensor::zeros({4}, DType::f64)), Error);
+  EXPECT_THROW(y.backward(Tensor::zeros({4}, DType::f64, Device::cpu)), Error);
 }

@@ -23,7 +23,7 @@ TEST(Shape, NumelAxesAndSuffix) {
 }
 
 TEST(Tensor, ReshapeIsAViewAndInfersOneDim) {
-  Tensor t = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor t = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3}, Device::cpu);
   Tensor r = t.reshape({3, -1});
   EXPECT_EQ(r.shape(), (Shape{3, 2}));
   r.data<float>()[0] = 42.f;
@@ -33,7 +33,7 @@ TEST(Tensor, ReshapeIsAViewAndInfersOneDim) {
 }
 
 TEST(Tensor, RowsViewOffsetsIntoStorage) {
-  Tensor t = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5}, {3, 2});
+  Tensor t = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5}, {3, 2}, Device::cpu);
   Tensor mid = t.rows(1, 3);
   EXPECT_EQ(mid.shape(), (Shape{2, 2}));
   EXPECT_EQ(mid.to_vector<float>(), (std::vector<float>{2, 3, 4, 5}));
@@ -41,7 +41,7 @@ TEST(Tensor, RowsViewOffsetsIntoStorage) {
 }
 
 TEST(Tensor, CloneCopiesAndCastConverts) {
-  Tensor t = Tensor::from_vector<double>({1.5, -2.5}, {2});
+  Tensor t = Tensor::from_vector<double>({1.5, -2.5}, {2}, Device::cpu);
   Tensor c = t.clone();
   c.data<double>()[0] = 0;
   EXPECT_EQ(t.data<double>()[0], 1.5);
@@ -54,11 +54,11 @@ TEST(Tensor, CloneCopiesAndCastConverts) {
 }
 
 TEST(Tensor, FullAndZeros) {
-  Tensor z = Tensor::zeros({3}, DType::i32);
+  Tensor z = Tensor::zeros({3}, DType::i32, Device::cpu);
   EXPECT_EQ(z.to_vector<std::int32_t>(), (std::vector<std::int32_t>{0, 0, 0}));
-  Tensor f = Tensor::full({2}, 2.5);
+  Tensor f = Tensor::full({2}, 2.5, DType::f32, Device::cpu);
   EXPECT_EQ(f.to_vector<float>(), (std::vector<float>{2.5f, 2.5f}));
-  EXPECT_THROW(Tensor::empty({2, -1}), Error);
+  EXPECT_THROW(Tensor::empty({2, -1}, DType::f32, Device::cpu), Error);
 }
 
 // Philox-4x32-10 known-answer vectors from the Random123 distribution (kat_vectors):
@@ -76,9 +76,9 @@ TEST(Rng, PhiloxKnownAnswer) {
 TEST(Rng, SameSeedAndOffsetGiveSameNumbersWhateverTheSplit) {
   // Drawing 1000 numbers at once equals drawing them in two pieces at the right offsets:
   // the property that makes results independent of how work is split over ranks.
-  Tensor whole = Tensor::empty({1000});
+  Tensor whole = Tensor::empty({1000}, DType::f32, Device::cpu);
   backend_for(Device::cpu).uniform(whole, 7, 100, 0.0, 1.0);
-  Tensor a = Tensor::empty({300}), b = Tensor::empty({700});
+  Tensor a = Tensor::empty({300}, DType::f32, Device::cpu), b = Tensor::empty({700}, DType::f32, Device::cpu);
   backend_for(Device::cpu).uniform(a, 7, 100, 0.0, 1.0);
   backend_for(Device::cpu).uniform(b, 7, 400, 0.0, 1.0);
   auto w = whole.to_vector<float>();
@@ -91,7 +91,7 @@ TEST(Rng, UniformAndNormalMoments) {
   // n = 200000: the standard error of the mean is 1/sqrt(12 n) ~ 6.5e-4 (uniform) and
   // 1/sqrt(n) ~ 2.2e-3 (normal); bounds are 5 standard errors.
   const std::int64_t n = 200000;
-  Tensor u = Tensor::empty({n}, DType::f64), z = Tensor::empty({n}, DType::f64);
+  Tensor u = Tensor::empty({n}, DType::f64, Device::cpu), z = Tensor::empty({n}, DType::f64, Device::cpu);
   backend_for(Device::cpu).uniform(u, 3, 0, 0.0, 1.0);
   backend_for(Device::cpu).normal(z, 3, 0, 0.0, 1.0);
   double su = 0, sz = 0, sz2 = 0;
@@ -119,7 +119,7 @@ TEST(Rng, StreamAdvances) {
 TEST(Gemm, FoldedBatchEqualsPerMatrixProducts) {
   // [3, 4, 5] x [5, 2] through the folded path against a naive triple loop.
   Tensor a = upcycle::testing::random_tensor({3, 4, 5}, 1), b = upcycle::testing::random_tensor({5, 2}, 2);
-  Tensor c = Tensor::empty({3, 4, 2}, DType::f64);
+  Tensor c = Tensor::empty({3, 4, 2}, DType::f64, Device::cpu);
   GemmDesc d;
   d.batch = 3; d.m = 4; d.n = 2; d.k = 5;
   d.stride_a = 20; d.stride_b = 0; d.stride_c = 8;
@@ -136,8 +136,8 @@ TEST(Gemm, FoldedBatchEqualsPerMatrixProducts) {
 }
 
 TEST(Gemm, EmptyInnerDimensionGivesZeros) {
-  Tensor a = Tensor::empty({2, 0}), b = Tensor::empty({0, 3});
-  Tensor c = Tensor::full({2, 3}, 7.0);
+  Tensor a = Tensor::empty({2, 0}, DType::f32, Device::cpu), b = Tensor::empty({0, 3}, DType::f32, Device::cpu);
+  Tensor c = Tensor::full({2, 3}, 7.0, DType::f32, Device::cpu);
   GemmDesc d;
   d.m = 2; d.n = 3; d.k = 0;
   backend_for(Device::cpu).gemm(d, a, b, c);

@@ -121,7 +121,7 @@ TEST(ScaleRows, ForwardAndGradient) {
   // No rows at all: a [0, D] result whose gradients are empty but defined.
   Var x0(random_tensor({0, 3}, 3), true), s0(random_tensor({0}, 4), true);
   const Var y0 = scale_rows(x0, s0);
-  y0.backward(Tensor::zeros({0, 3}, DType::f64));
+  y0.backward(Tensor::zeros({0, 3}, DType::f64, Device::cpu));
   EXPECT_TRUE(x0.grad().defined());
   EXPECT_TRUE(s0.grad().defined());
   EXPECT_THROW(scale_rows(Var(x), Var(random_tensor({4}, 5))), Error);

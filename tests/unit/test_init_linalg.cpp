@@ -272,8 +272,8 @@ TEST(InitLinalg, TensorConversionsRoundTrip) {
   EXPECT_EQ(back.dtype(), DType::f32);
   EXPECT_EQ(back.to_vector<float>(), t.to_vector<float>());  // f32 -> f64 -> f32 is exact
   EXPECT_EQ(to_tensor(m, DType::f64).to_vector<double>(), m.data);
-  EXPECT_THROW(to_matrix(Tensor::zeros({2, 3, 4})), Error);
-  EXPECT_THROW(to_matrix(Tensor::zeros({2, 3}, DType::i64)), Error);
+  EXPECT_THROW(to_matrix(Tensor::zeros({2, 3, 4}, DType::f32, Device::cpu)), Error);
+  EXPECT_THROW(to_matrix(Tensor::zeros({2, 3}, DType::i64, Device::cpu)), Error);
   EXPECT_THROW(to_matrix(Tensor()), Error);
 }
 

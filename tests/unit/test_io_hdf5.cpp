@@ -42,10 +42,10 @@ void expect_bitwise_equal(const Tensor& got, const Tensor& want) {
 TEST(Hdf5, RoundTripEachDtypeExactly) {
   const std::string path = temp_path("roundtrip.h5");
   // Values that a lossy path would change: non-representable decimals, extremes, negatives.
-  const Tensor f32 = Tensor::from_vector<float>({0.1f, -1e-30f, 3.4e38f, -2.5f, 1.0f / 3.0f, 7.0f}, {2, 3});
-  const Tensor f64 = Tensor::from_vector<double>({0.1, -1e-300, 1.7e308, 1.0 / 3.0}, {4});
-  const Tensor i32 = Tensor::from_vector<std::int32_t>({-2147483647 - 1, 0, 2147483647, -5}, {2, 1, 2});
-  const Tensor i64 = Tensor::from_vector<std::int64_t>({-9223372036854775807LL - 1, 1LL << 40, -100}, {3});
+  const Tensor f32 = Tensor::from_vector<float>({0.1f, -1e-30f, 3.4e38f, -2.5f, 1.0f / 3.0f, 7.0f}, {2, 3}, Device::cpu);
+  const Tensor f64 = Tensor::from_vector<double>({0.1, -1e-300, 1.7e308, 1.0 / 3.0}, {4}, Device::cpu);
+  const Tensor i32 = Tensor::from_vector<std::int32_t>({-2147483647 - 1, 0, 2147483647, -5}, {2, 1, 2}, Device::cpu);
+  const Tensor i64 = Tensor::from_vector<std::int64_t>({-9223372036854775807LL - 1, 1LL << 40, -100}, {3}, Device::cpu);
   {
     h5::File f = h5::File::create(path);
     h5::write_tensor(f, "/model/blocks/03/w", f32);  // intermediate groups are created
@@ -67,13 +67,13 @@ TEST(Hdf5, ConvertingReads) {
   const std::string path = temp_path("convert.h5");
   {
     h5::File f = h5::File::create(path);
-    h5::write_tensor(f, "a", Tensor::from_vector<double>({1.5, -2.0}, {2}));
-    h5::write_tensor(f, "t", Tensor::from_vector<std::int32_t>({3, -100}, {2}));
+    h5::write_tensor(f, "a", Tensor::from_vector<double>({1.5, -2.0}, {2}, Device::cpu));
+    h5::write_tensor(f, "t", Tensor::from_vector<std::int32_t>({3, -100}, {2}, Device::cpu));
   }
   h5::File f = h5::File::open(path);
-  expect_bitwise_equal<float>(h5::read_tensor(f, "a", DType::f32), Tensor::from_vector<float>({1.5f, -2.0f}, {2}));
+  expect_bitwise_equal<float>(h5::read_tensor(f, "a", DType::f32), Tensor::from_vector<float>({1.5f, -2.0f}, {2}, Device::cpu));
   expect_bitwise_equal<std::int64_t>(h5::read_tensor(f, "t", DType::i64),
-                                     Tensor::from_vector<std::int64_t>({3, -100}, {2}));
+                                     Tensor::from_vector<std::int64_t>({3, -100}, {2}, Device::cpu));
   EXPECT_TRUE(throws_with([&] { h5::read_tensor(f, "a", DType::f32, Shape{3}); },
                           {path, "/a", "expected shape [3]", "found [2]"}));
 }
@@ -81,18 +81,18 @@ TEST(Hdf5, ConvertingReads) {
 TEST(Hdf5, ReplacesAnExistingDataset) {
   const std::string path = temp_path("replace.h5");
   h5::File f = h5::File::create(path);
-  h5::write_tensor(f, "/x", Tensor::zeros({2, 2}));
-  h5::write_tensor(f, "/x", Tensor::from_vector<std::int64_t>({1, 2, 3}, {3}));
-  expect_bitwise_equal<std::int64_t>(h5::read_tensor(f, "/x"), Tensor::from_vector<std::int64_t>({1, 2, 3}, {3}));
-  EXPECT_TRUE(throws_with([&] { h5::write_tensor(f, "/", Tensor::zeros({1})); }, {"not a dataset path"}));
+  h5::write_tensor(f, "/x", Tensor::zeros({2, 2}, DType::f32, Device::cpu));
+  h5::write_tensor(f, "/x", Tensor::from_vector<std::int64_t>({1, 2, 3}, {3}, Device::cpu));
+  expect_bitwise_equal<std::int64_t>(h5::read_tensor(f, "/x"), Tensor::from_vector<std::int64_t>({1, 2, 3}, {3}, Device::cpu));
+  EXPECT_TRUE(throws_with([&] { h5::write_tensor(f, "/", Tensor::zeros({1}, DType::f32, Device::cpu)); }, {"not a dataset path"}));
 }
 
 TEST(Hdf5, LookupsAndListing) {
   const std::string path = temp_path("lookup.h5");
   h5::File f = h5::File::create(path);
-  h5::write_tensor(f, "/b/y", Tensor::zeros({1}));
-  h5::write_tensor(f, "/a", Tensor::zeros({1}));
-  h5::write_tensor(f, "/b/c/z", Tensor::zeros({1}));
+  h5::write_tensor(f, "/b/y", Tensor::zeros({1}, DType::f32, Device::cpu));
+  h5::write_tensor(f, "/a", Tensor::zeros({1}, DType::f32, Device::cpu));
+  h5::write_tensor(f, "/b/c/z", Tensor::zeros({1}, DType::f32, Device::cpu));
   EXPECT_TRUE(h5::has_dataset(f, "/a"));
   EXPECT_TRUE(h5::has_dataset(f, "b/c/z"));
   EXPECT_FALSE(h5::has_dataset(f, "/b"));          // a group
@@ -107,7 +107,7 @@ TEST(Hdf5, Attributes) {
   const std::string path = temp_path("attrs.h5");
   {
     h5::File f = h5::File::create(path);
-    h5::write_tensor(f, "/model/w", Tensor::zeros({2}));
+    h5::write_tensor(f, "/model/w", Tensor::zeros({2}, DType::f32, Device::cpu));
     h5::write_attribute(f, "/", "config", std::string("[model]\nd_model = 16\n"));
     h5::write_attribute(f, "/", "step", std::int64_t{1} << 40);
     h5::write_attribute(f, "/model/w", "init_std", 0.02);
@@ -132,7 +132,7 @@ TEST(Hdf5, MissingDatasetNamesFileAndDataset) {
   const std::string path = temp_path("missing_ds.h5");
   {
     h5::File f = h5::File::create(path);
-    h5::write_tensor(f, "/model/w", Tensor::zeros({2}));
+    h5::write_tensor(f, "/model/w", Tensor::zeros({2}, DType::f32, Device::cpu));
   }
   h5::File f = h5::File::open(path);
   EXPECT_TRUE(throws_with([&] { h5::read_tensor(f, "/model/blocks/00/w"); },
@@ -153,7 +153,7 @@ TEST(Hdf5, MissingAndForeignFilesGiveClearErrors) {
   const std::string whole = temp_path("whole.h5"), cut = temp_path("truncated.h5");
   {
     h5::File f = h5::File::create(whole);
-    h5::write_tensor(f, "/w", Tensor::zeros({4096}));
+    h5::write_tensor(f, "/w", Tensor::zeros({4096}, DType::f32, Device::cpu));
   }
   std::ifstream in(whole, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -189,18 +189,18 @@ TEST(Hdf5, UnsupportedElementTypeAndRank) {
   EXPECT_TRUE(throws_with([&] { h5::read_tensor(f, "/pixels"); },
                           {path, "/pixels", "expected f32, f64, i32 or i64", "unsigned 8-bit integer"}));
   expect_bitwise_equal<float>(h5::read_tensor(f, "/pixels", DType::f32),
-                              Tensor::from_vector<float>({0.0f, 128.0f, 255.0f}, {3}));
-  expect_bitwise_equal<double>(h5::read_tensor(f, "/scalar"), Tensor::from_vector<double>({2.5}, {1}));
+                              Tensor::from_vector<float>({0.0f, 128.0f, 255.0f}, {3}, Device::cpu));
+  expect_bitwise_equal<double>(h5::read_tensor(f, "/scalar"), Tensor::from_vector<double>({2.5}, {1}, Device::cpu));
 }
 
 TEST(Hdf5, ReadOnlyFileRejectsWrites) {
   const std::string path = temp_path("readonly.h5");
   { h5::File f = h5::File::create(path); }
   h5::File f = h5::File::open(path);
-  EXPECT_TRUE(throws_with([&] { h5::write_tensor(f, "/x", Tensor::zeros({1})); }, {path, "not open for writing"}));
+  EXPECT_TRUE(throws_with([&] { h5::write_tensor(f, "/x", Tensor::zeros({1}, DType::f32, Device::cpu)); }, {path, "not open for writing"}));
   f.close();  // HDF5 refuses to reopen a file that is open read-only in this process for writing
   h5::File rw = h5::File::open_rw(path);
-  h5::write_tensor(rw, "/x", Tensor::zeros({1}));
+  h5::write_tensor(rw, "/x", Tensor::zeros({1}, DType::f32, Device::cpu));
   EXPECT_TRUE(h5::has_dataset(rw, "/x"));
 }
 

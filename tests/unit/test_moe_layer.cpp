@@ -176,6 +176,7 @@ class RankOnlyCommunicator final : public Communicator {
 
  protected:
   [[noreturn]] static void fail() { UPCYCLE_THROW("RankOnlyCommunicator cannot communicate"); }
+  bool moves(Device) const override { return true; }
   void do_all_reduce(Tensor&, CommReduce) override { fail(); }
   void do_all_gather(const Tensor&, Tensor&) override { fail(); }
   void do_reduce_scatter(const Tensor&, Tensor&, CommReduce) override { fail(); }
@@ -193,19 +194,21 @@ class RankOnlyCommunicator final : public Communicator {
 // ------------------------------------------------------------------------------------------------
 TEST(Dispatch, PlanSortsSlotsByExpertInTokenOrder) {
   // T = 4 tokens, k = 2, E = 3.
-  const std::vector<std::int64_t> idx{2, 0, 0, 1, 2, 1, 0, 2};
-  const DispatchPlan p = plan_dispatch(idx, 4, 2, 3, 0);
-  EXPECT_EQ(p.slots, (std::vector<std::int64_t>{1, 2, 6, 3, 5, 0, 4, 7}));
-  EXPECT_EQ(p.slot_tokens, (std::vector<std::int64_t>{0, 1, 3, 1, 2, 0, 2, 3}));
+  const Tensor idx = Tensor::from_vector<std::int64_t>({2, 0, 0, 1, 2, 1, 0, 2}, {4, 2}, Device::cpu);
+  const DispatchPlan p = plan_dispatch(idx, 3, 0);
+  EXPECT_EQ(p.slots.to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 2, 6, 3, 5, 0, 4, 7}));
+  EXPECT_EQ(p.slot_tokens.to_vector<std::int64_t>(), (std::vector<std::int64_t>{0, 1, 3, 1, 2, 0, 2, 3}));
   EXPECT_EQ(p.routed_counts, (std::vector<std::int64_t>{3, 2, 3}));
   EXPECT_EQ(p.kept_counts, p.routed_counts);
   EXPECT_EQ(p.dropped, 0);
   // Capacity 2: expert 0 drops its 3rd slot (token 3), expert 2 its 3rd (token 3).
-  const DispatchPlan c = plan_dispatch(idx, 4, 2, 3, 2);
-  EXPECT_EQ(c.slots, (std::vector<std::int64_t>{1, 2, 3, 5, 0, 4}));
+  const DispatchPlan c = plan_dispatch(idx, 3, 2);
+  EXPECT_EQ(c.slots.to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 2, 3, 5, 0, 4}));
   EXPECT_EQ(c.kept_counts, (std::vector<std::int64_t>{2, 2, 2}));
   EXPECT_EQ(c.dropped, 2);
-  EXPECT_EQ(c.slot_dropped, (std::vector<std::int64_t>{0, 0, 0, 0, 0, 0, 1, 1}));
+  EXPECT_EQ(c.slot_dropped.to_vector<std::int64_t>(), (std::vector<std::int64_t>{0, 0, 0, 0, 0, 0, 1, 1}));
+  // An expert id outside [0, E) is an error, not a silent drop.
+  EXPECT_THROW(plan_dispatch(Tensor::from_vector<std::int64_t>({0, 3}, {1, 2}, Device::cpu), 3, 0), Error);
 }
 
 TEST(Dispatch, CapacityFormula) {
@@ -316,7 +319,7 @@ TEST(MoeLayer, RouterSelectionBiasChangesSelectionNotGates) {
   nn::assign_parameter(router, "weight", randn_tensor({4, 6}, 2, 1.0, DType::f32));
   const Var x(randn_tensor({7, 6}, 3, 1.0, DType::f32));
   const Routing plain = router.forward(x);
-  const Tensor bias = Tensor::from_vector<float>({0.f, 0.f, 0.f, 10.f}, {4});
+  const Tensor bias = Tensor::from_vector<float>({0.f, 0.f, 0.f, 10.f}, {4}, Device::cpu);
   const Routing biased = router.forward(x, bias);
   const auto pi = plain.indices.to_vector<std::int64_t>(), bi = biased.indices.to_vector<std::int64_t>();
   const auto probs = biased.probs.value().to_vector<float>();
@@ -396,7 +399,7 @@ TEST(MoeLayer, CapacityDropsAreCountedIndependently) {
   c.capacity_factor = 1.0;
   RngStream rng(5);
   MoeLayer layer(c, nullptr, rng);
-  layer.set_selection_bias(Tensor::from_vector<float>({0.3f, 0.2f, 0.f, 0.f}, {4}));
+  layer.set_selection_bias(Tensor::from_vector<float>({0.3f, 0.2f, 0.f, 0.f}, {4}, Device::cpu));
   const std::int64_t T = 40, k = 2, E = 4;
   layer.forward(Var(randn_tensor({T, 6}, 9, 1.0, DType::f32)));
   const MoeRouting& r = layer.last_routing();
@@ -419,7 +422,7 @@ TEST(MoeLayer, CapacityDropsAreCountedIndependently) {
   d.capacity_factor = 0.0;
   RngStream rng2(5);
   MoeLayer dropless(d, nullptr, rng2);
-  dropless.set_selection_bias(Tensor::from_vector<float>({0.3f, 0.2f, 0.f, 0.f}, {4}));
+  dropless.set_selection_bias(Tensor::from_vector<float>({0.3f, 0.2f, 0.f, 0.f}, {4}, Device::cpu));
   dropless.forward(Var(randn_tensor({T, 6}, 9, 1.0, DType::f32)));
   EXPECT_EQ(dropless.last_routing().dropped, 0);
   EXPECT_EQ(dropless.last_routing().indices.to_vector<std::int64_t>(), idx);
@@ -450,7 +453,7 @@ TEST_P(DenseIdentity, CopiesOfOneMlpEqualTheMlp) {
         {"experts/w1", "fc1/weight"}, {"experts/b1", "fc1/bias"}, {"experts/w2", "fc2/weight"}, {"experts/b2", "fc2/bias"}};
     for (const auto& [to, from] : map) {
       const Tensor src = dense.parameter(from).value();
-      Tensor stacked = Tensor::empty(layer.parameter(to).shape(), DType::f32);
+      Tensor stacked = Tensor::empty(layer.parameter(to).shape(), DType::f32, Device::cpu);
       for (std::int64_t e = 0; e < 8; ++e) {
         Tensor dst = stacked.rows(e, e + 1);
         dst.copy_from(src.reshape(dst.shape()));
@@ -535,8 +538,8 @@ TEST(MoeLayer, NoTokensAtAll) {
   c.shared_expert = true;
   RngStream rng(2);
   MoeLayer layer(c, nullptr, rng);
-  layer.set_selection_bias(Tensor::from_vector<float>({0.f, 1.f, 0.f, 0.f}, {4}));
-  Var x(Tensor::zeros({0, 6}), true);
+  layer.set_selection_bias(Tensor::from_vector<float>({0.f, 1.f, 0.f, 0.f}, {4}, Device::cpu));
+  Var x(Tensor::zeros({0, 6}, DType::f32, Device::cpu), true);
   const Var y = layer.forward(x);
   EXPECT_EQ(y.shape(), (Shape{0, 6}));
   sum_all(y).backward();

@@ -111,7 +111,7 @@ TEST(NnModules, InitIsDeterministicAndFollowsTheOffsetScheme) {
   // biases and LayerNorm parameters draw nothing.
   const std::int64_t D = 16, F = 64;
   EXPECT_EQ(a.offset(), static_cast<std::uint64_t>(2 * (3 * D * D + D * D + F * D + D * F)));
-  Tensor expected_out = Tensor::empty({D, D});
+  Tensor expected_out = Tensor::empty({D, D}, DType::f32, Device::cpu);
   backend_for(Device::cpu).normal(expected_out, 42, 2 * 3 * D * D, 0.0, 0.02);
   EXPECT_EQ(ba.attn.out.weight.value().to_vector<float>(), expected_out.to_vector<float>());
 
@@ -157,9 +157,9 @@ TEST(NnModules, AssignParameterChecksShapeAndConverts) {
   nn::assign_parameter(block, "attn/qkv/weight", testing::random_tensor({48, 16}, 9, -1, 1, DType::f64));
   EXPECT_EQ(before.value().to_vector<float>(),
             testing::random_tensor({48, 16}, 9, -1, 1, DType::f64).to(DType::f32).to_vector<float>());
-  EXPECT_TRUE(throws_with([&] { nn::assign_parameter(block, "attn/qkv/weight", Tensor::zeros({16, 48})); },
+  EXPECT_TRUE(throws_with([&] { nn::assign_parameter(block, "attn/qkv/weight", Tensor::zeros({16, 48}, DType::f32, Device::cpu)); },
                           {"'attn/qkv/weight'", "[48, 16]", "[16, 48]"}));
-  EXPECT_TRUE(throws_with([&] { nn::assign_parameter(block, "attn/qkv/weigth", Tensor::zeros({48, 16})); },
+  EXPECT_TRUE(throws_with([&] { nn::assign_parameter(block, "attn/qkv/weigth", Tensor::zeros({48, 16}, DType::f32, Device::cpu)); },
                           {"'attn/qkv/weigth'", "attn/qkv/weight"}));
 }
 

@@ -26,7 +26,7 @@ double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }
 Tensor grid() {
   std::vector<double> v;
   for (int i = 0; i < 40; ++i) v.push_back(-4.0 + 8.0 * (i + 0.5) / 40.0);
-  return Tensor::from_vector(v, {4, 10});
+  return Tensor::from_vector(v, {4, 10}, Device::cpu);
 }
 
 void expect_matches(const Var& y, const Tensor& x, double (*ref)(double)) {
@@ -46,7 +46,7 @@ TEST(Relu, ForwardAwayFromZeroAndGradient) {
   EXPECT_TRUE(gradcheck([](const std::vector<Var>& in) { return relu(in[0]); }, {x}));
   // The gradient is exactly the step function.
   Var leaf(x, true);
-  relu(leaf).backward(Tensor::full(x.shape(), 1.0, DType::f64));
+  relu(leaf).backward(Tensor::full(x.shape(), 1.0, DType::f64, Device::cpu));
   const auto g = leaf.grad().to_vector<double>();
   for (std::int64_t i = 0; i < x.numel(); ++i)
     EXPECT_EQ(g[static_cast<std::size_t>(i)], x.data<double>()[i] > 0 ? 1.0 : 0.0);
@@ -67,7 +67,7 @@ TEST(Gelu, ErfExact) {
 
 TEST(Gelu, KnownValues) {
   // gelu_erf(1) = Phi(1) = 0.841344746068543; gelu_erf(-1) = -(1 - Phi(1)).
-  Tensor x = Tensor::from_vector(std::vector<double>{1.0, -1.0, 0.0, 3.0}, {4});
+  Tensor x = Tensor::from_vector(std::vector<double>{1.0, -1.0, 0.0, 3.0}, {4}, Device::cpu);
   const auto e = values(gelu(Var(x), GeluApprox::erf));
   EXPECT_NEAR(e[0], 0.841344746068543, 1e-14);
   EXPECT_NEAR(e[1], -0.158655253931457, 1e-14);
@@ -83,7 +83,7 @@ TEST(Silu, ForwardAndGradient) {
   Tensor x = grid();
   expect_matches(silu(Var(x)), x, silu_ref);
   EXPECT_TRUE(gradcheck([](const std::vector<Var>& in) { return silu(in[0]); }, {x}));
-  const auto v = values(silu(Var(Tensor::from_vector(std::vector<double>{1.0}, {1}))));
+  const auto v = values(silu(Var(Tensor::from_vector(std::vector<double>{1.0}, {1}, Device::cpu))));
   EXPECT_NEAR(v[0], 0.731058578630005, 1e-14);  // 1 / (1 + e^-1)
 }
 

@@ -40,7 +40,7 @@ Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool c
       for (std::int64_t j = 0; j <= last; ++j)
         for (std::int64_t d = 0; d < dh; ++d) out[(n * t + i) * dh + d] += w[j] / z * vv[(n * s + j) * dh + d];
     }
-  return Tensor::from_vector(out, q.shape());
+  return Tensor::from_vector(out, q.shape(), Device::cpu);
 }
 
 // Non-causal with T < S and T > S, causal with T == S and with S > T (queries aligned to the last

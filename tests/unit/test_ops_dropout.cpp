@@ -57,7 +57,7 @@ TEST(Dropout, KeepFractionAndScaling) {
   const std::int64_t n = 200000;
   for (double p : {0.1, 0.3, 0.5, 0.9}) {
     SCOPED_TRACE(p);
-    Tensor x = Tensor::full({n}, 1.0, DType::f32);
+    Tensor x = Tensor::full({n}, 1.0, DType::f32, Device::cpu);
     RngStream rng(2024, 0);
     const auto y = dropout(Var(x), p, rng, true).value().to_vector<float>();
     const float scale = static_cast<float>(1.0 / (1.0 - p));
@@ -112,7 +112,7 @@ TEST(Dropout, GradientUsesTheSameMask) {
   Var leaf(x, true);
   RngStream s(31, 500);
   Var y = dropout(leaf, 0.4, s, true);
-  y.backward(Tensor::full(x.shape(), 1.0, DType::f64));
+  y.backward(Tensor::full(x.shape(), 1.0, DType::f64, Device::cpu));
   const auto g = leaf.grad().to_vector<double>();
   for (std::int64_t i = 0; i < x.numel(); ++i)
     EXPECT_NEAR(g[static_cast<std::size_t>(i)], kept(31, 500, i, 0.4) ? 1.0 / 0.6 : 0.0, 1e-15);

@@ -41,7 +41,7 @@ double reference_ce(const Tensor& logits, const std::vector<std::int64_t>& targe
 }
 
 Tensor targets_tensor(const std::vector<std::int64_t>& t, const Shape& shape) {
-  return Tensor::from_vector(t, shape);
+  return Tensor::from_vector(t, shape, Device::cpu);
 }
 
 // Rows 1 and 4 are ignored.
@@ -122,7 +122,7 @@ TEST(CrossEntropy, OutOfRangeTargetThrowsNamingRowAndValue) {
 TEST(CrossEntropy, RejectsBadArguments) {
   const Tensor logits = randn_tensor({4, 5}, 8);
   EXPECT_THROW(cross_entropy(Var(logits), targets_tensor({0, 1, 2}, {3}), kIgnore), Error);  // row count
-  EXPECT_THROW(cross_entropy(Var(logits), Tensor::zeros({4}, DType::i32), kIgnore), Error);   // dtype
+  EXPECT_THROW(cross_entropy(Var(logits), Tensor::zeros({4}, DType::i32, Device::cpu), kIgnore), Error);   // dtype
   EXPECT_THROW(cross_entropy(Var(logits), targets_tensor({0, 1, 2, 3}, {4}), kIgnore, 1.5), Error);
 }
 
@@ -135,7 +135,7 @@ TEST(CrossEntropy, LargeLogitsStayFinite) {
   const double lse1 = 1e4 + std::log1p(std::exp(-1.0));
   const double expected = 0.5 * (19000.0 + lse1 - 0.9 * (1e4 - 1.0) - 0.1 / 3.0 * (25000.0 - 1.0));
   for (DType dt : {DType::f64, DType::f32}) {
-    Var x(Tensor::from_vector(v, {2, 3}).to(dt), true);
+    Var x(Tensor::from_vector(v, {2, 3}, Device::cpu).to(dt), true);
     Var loss = cross_entropy(x, targets_tensor(tv, {2}), kIgnore, 0.1);
     // f32: the row losses (19000, ~1e3) and their mean (~1e4) are stored as floats, whose ulp
     // there is 1e-3 to 2e-3; 4e-3 allows a couple of ulps.

@@ -40,7 +40,7 @@ Tensor reference_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, 
     for (std::int64_t j = 0; j < d; ++j)
       out[r * d + j] = (v[r * d + j] - mean) / std::sqrt(var + eps) * g[j] + b[j];
   }
-  return Tensor::from_vector(out, x.shape());
+  return Tensor::from_vector(out, x.shape(), Device::cpu);
 }
 
 Var maybe(const Tensor& t) { return t.defined() ? Var(t) : Var(); }
@@ -126,7 +126,7 @@ TEST(LayerNorm, Float32LargeOffsetKeepsVariance) {
   std::vector<float> v(4 * 256);
   const std::vector<double> noise = randn_tensor({4 * 256}, 22).to_vector<double>();
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(1e4 + noise[i]);
-  const Tensor x = Tensor::from_vector(v, {4, 256});
+  const Tensor x = Tensor::from_vector(v, {4, 256}, Device::cpu);
   const Tensor y = layer_norm(Var(x), Var(), Var()).value();
   // The reference on the same float inputs; f32 (x - mean) is exact to float rounding of x near
   // 1e4 (ulp 1e-3), so y agrees to a few 1e-3 / std(x) ~ 1e-3.

@@ -86,7 +86,7 @@ TEST(Reduce, FloatSumOfLongAxisKeepsPrecision) {
   // Summing 0.1f 2^20 times in a float accumulator drifts by about 1e-2 relative; the kernel
   // accumulates in double, so the result is the exact sum rounded once to float (<= 6e-8).
   const std::int64_t n = 1 << 20;
-  Tensor x = Tensor::full({n}, 0.1, DType::f32);
+  Tensor x = Tensor::full({n}, 0.1, DType::f32, Device::cpu);
   const double expected = static_cast<double>(0.1f) * static_cast<double>(n);
   const double got = sum_all(Var(x)).value().item<float>();
   EXPECT_NEAR(got, expected, expected * 1e-7);

@@ -136,8 +136,8 @@ TEST(Permute, LargeLayoutsAcrossThreadsAndTiles) {
 TEST(Permute, MovesIntegerTensorsToo) {
   std::vector<std::int64_t> v(60);
   std::iota(v.begin(), v.end(), 0);
-  Tensor x = Tensor::from_vector(v, {3, 4, 5});
-  Tensor out = Tensor::empty({5, 3, 4}, DType::i64);
+  Tensor x = Tensor::from_vector(v, {3, 4, 5}, Device::cpu);
+  Tensor out = Tensor::empty({5, 3, 4}, DType::i64, Device::cpu);
   const int perm[3] = {2, 0, 1};
   backend_for(Device::cpu).permute(x, out, perm);
   EXPECT_EQ(out.to_vector<std::int64_t>(), permute_reference(v, x.shape(), {2, 0, 1}));
@@ -148,7 +148,7 @@ TEST(Permute, InvalidPermutationsThrow) {
   EXPECT_THROW(permute(x, {0, 0, 1}), Error);
   EXPECT_THROW(permute(x, {0, 1}), Error);
   EXPECT_THROW(permute(x, {0, 1, 3}), Error);
-  Tensor wrong = Tensor::empty({2, 3, 4}, DType::f64);
+  Tensor wrong = Tensor::empty({2, 3, 4}, DType::f64, Device::cpu);
   const int perm[3] = {2, 1, 0};
   EXPECT_THROW(backend_for(Device::cpu).permute(x.value(), wrong, perm), Error);
 }
@@ -273,7 +273,7 @@ TEST(CopyAxis, LargeSlabAcrossThreads) {
     Tensor src = random_tensor(s, 64, -1, 1, DType::f32);
     Shape ds = s;
     ds[1] = s[1] + 2;
-    Tensor dst = Tensor::zeros(ds, DType::f32);
+    Tensor dst = Tensor::zeros(ds, DType::f32, Device::cpu);
     backend_for(Device::cpu).copy_axis(src, s[1], 0, dst, ds[1], 1, s[0], s[1], s[2], true);
     const auto a = src.to_vector<float>(), b = dst.to_vector<float>();
     for (std::int64_t o = 0; o < s[0]; ++o)

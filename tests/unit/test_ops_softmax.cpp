@@ -30,7 +30,7 @@ Tensor reference_softmax(const Tensor& x, bool log) {
     for (std::int64_t j = 0; j < cols; ++j)
       out[r * cols + j] = log ? v[r * cols + j] - m - std::log(s) : std::exp(v[r * cols + j] - m) / s;
   }
-  return Tensor::from_vector(out, x.shape());
+  return Tensor::from_vector(out, x.shape(), Device::cpu);
 }
 
 // Plain-loop vector-Jacobian product of softmax / log_softmax at x with seed g, in double:
@@ -47,7 +47,7 @@ Tensor reference_softmax_vjp(const Tensor& x, const Tensor& g, bool log) {
         const double jac = log ? (i == j) - pj : pi * ((i == j) - pj);
         out[r * cols + j] += gv[r * cols + i] * jac;
       }
-  return Tensor::from_vector(out, x.shape());
+  return Tensor::from_vector(out, x.shape(), Device::cpu);
 }
 
 // Rows with very different offsets, one far above exp's range: only a max-subtracted kernel
@@ -57,7 +57,7 @@ Tensor offset_rows(const Shape& shape, std::uint64_t seed, DType dtype = DType::
   std::vector<double> v = x.to_vector<double>();
   const std::int64_t cols = shape.dim(-1);
   for (std::size_t i = 0; i < v.size(); ++i) v[i] += (i / cols) % 2 ? 1000.0 : -50.0;
-  return Tensor::from_vector(v, shape).to(dtype);
+  return Tensor::from_vector(v, shape, Device::cpu).to(dtype);
 }
 
 TEST(Softmax, ForwardMatchesReference) {
@@ -75,7 +75,7 @@ TEST(LogSoftmax, ForwardMatchesReference) {
 }
 
 TEST(Softmax, OneDimensionalInputIsOneRow) {
-  const Tensor x = Tensor::from_vector<double>({1.0, 2.0, 3.0}, {3});
+  const Tensor x = Tensor::from_vector<double>({1.0, 2.0, 3.0}, {3}, Device::cpu);
   const std::vector<double> y = softmax(Var(x)).value().to_vector<double>();
   const double s = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
   for (int j = 0; j < 3; ++j) EXPECT_NEAR(y[j], std::exp(j + 1.0) / s, 1e-15);
@@ -124,7 +124,7 @@ TEST(Softmax, Float32AgreesWithFloat64) {
 }
 
 TEST(Softmax, HugeFloat32LogitsStayFinite) {
-  const Tensor x = Tensor::from_vector<float>({3e38f, 1e38f, -3e38f, 0.0f}, {1, 4});
+  const Tensor x = Tensor::from_vector<float>({3e38f, 1e38f, -3e38f, 0.0f}, {1, 4}, Device::cpu);
   const std::vector<float> y = softmax(Var(x)).value().to_vector<float>();
   EXPECT_FLOAT_EQ(y[0], 1.0f);
   for (int j = 1; j < 4; ++j) EXPECT_EQ(y[j], 0.0f);
@@ -134,12 +134,12 @@ TEST(Softmax, HugeFloat32LogitsStayFinite) {
 }
 
 TEST(Softmax, RejectsIntegerInput) {
-  EXPECT_THROW(softmax(Var(Tensor::zeros({2, 3}, DType::i32))), Error);
+  EXPECT_THROW(softmax(Var(Tensor::zeros({2, 3}, DType::i32, Device::cpu))), Error);
 }
 
 TEST(CausalMask, MasksKeysAfterTheAlignedDiagonal) {
   // Two batches of [t = 3, s = 5]: query i sees keys j <= i + 2.
-  Tensor scores = Tensor::zeros({2, 3, 5}, DType::f64);
+  Tensor scores = Tensor::zeros({2, 3, 5}, DType::f64, Device::cpu);
   backend_for(Device::cpu).causal_mask(scores, 3, 5);
   const std::vector<double> v = scores.to_vector<double>();
   for (int b = 0; b < 2; ++b)

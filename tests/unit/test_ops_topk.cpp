@@ -55,7 +55,7 @@ void expect_topk_matches_reference(const Tensor& x, std::int64_t k) {
 TEST(TopK, TiesGoToTheLowerIndexFirst) {
   const Tensor x = Tensor::from_vector<double>({1, 3, 3, 2, 3, 0,  //
                                                 -1, -1, -1, -1, -2, -1},
-                                               {2, 6});
+                                               {2, 6}, Device::cpu);
   const TopK top = topk(Var(x), 4);
   EXPECT_EQ(top.indices.to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 2, 4, 3, 0, 1, 2, 3}));
   EXPECT_EQ(top.values.value().to_vector<double>(), (std::vector<double>{3, 3, 3, 2, -1, -1, -1, -1}));
@@ -67,7 +67,7 @@ TEST(TopK, MatchesReferenceForRandomInputs) {
   Tensor x = random_tensor({4, 3, 50}, 1, 0.0, 8.0);
   std::vector<double> v = x.to_vector<double>();
   for (double& e : v) e = std::floor(e);
-  x = Tensor::from_vector(v, x.shape());
+  x = Tensor::from_vector(v, x.shape(), Device::cpu);
   for (std::int64_t k : {0, 1, 5, 50}) {
     expect_topk_matches_reference(x, k);
     expect_topk_matches_reference(x.to(DType::f32), k);
@@ -90,7 +90,7 @@ Tensor separated_values(std::int64_t rows, std::int64_t cols, std::uint64_t seed
   std::vector<double> v = random_tensor({rows, cols}, seed, 0.0, 0.1).to_vector<double>();
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t j = 0; j < cols; ++j) v[r * cols + j] += 0.25 * ((5 * j + 3 * r) % 8);
-  return Tensor::from_vector(v, {rows, cols});
+  return Tensor::from_vector(v, {rows, cols}, Device::cpu);
 }
 
 TEST(TopK, GradientFlowsToTheSelectedEntries) {
@@ -99,7 +99,7 @@ TEST(TopK, GradientFlowsToTheSelectedEntries) {
   // Explicitly: the gradient is the seed at the selected positions and zero elsewhere.
   Var x(separated_values(1, 8, 5), true);
   const TopK top = topk(x, 2);
-  top.values.backward(Tensor::from_vector<double>({10.0, 20.0}, {1, 2}));
+  top.values.backward(Tensor::from_vector<double>({10.0, 20.0}, {1, 2}, Device::cpu));
   const std::vector<std::int64_t> idx = top.indices.to_vector<std::int64_t>();
   const std::vector<double> g = x.grad().to_vector<double>();
   for (std::int64_t j = 0; j < 8; ++j)
@@ -108,25 +108,25 @@ TEST(TopK, GradientFlowsToTheSelectedEntries) {
 
 TEST(GatherLast, ForwardAndGradientWithRepeatedIndices) {
   const Tensor x = random_tensor({2, 3, 5}, 6);
-  const Tensor idx = Tensor::from_vector<std::int64_t>({4, 0, 4, 1, 1, 1, 0, 2, 3, 3, 4, 0, 2, 2, 0, 1, 3, 4}, {2, 3, 3});
+  const Tensor idx = Tensor::from_vector<std::int64_t>({4, 0, 4, 1, 1, 1, 0, 2, 3, 3, 4, 0, 2, 2, 0, 1, 3, 4}, {2, 3, 3}, Device::cpu);
   const std::vector<double> xv = x.to_vector<double>();
   const std::vector<std::int64_t> iv = idx.to_vector<std::int64_t>();
   const std::vector<double> out = gather_last(Var(x), idx).value().to_vector<double>();
   for (std::int64_t r = 0; r < 6; ++r)
     for (std::int64_t j = 0; j < 3; ++j) EXPECT_EQ(out[r * 3 + j], xv[r * 5 + iv[r * 3 + j]]);
   EXPECT_TRUE(gradcheck([&](const std::vector<Var>& in) { return gather_last(in[0], idx); }, {x}));
-  EXPECT_THROW(gather_last(Var(x), Tensor::zeros({2, 2, 3}, DType::i64)), Error);  // leading shape
+  EXPECT_THROW(gather_last(Var(x), Tensor::zeros({2, 2, 3}, DType::i64, Device::cpu)), Error);  // leading shape
 }
 
 TEST(Argsort, StableInBothDirections) {
   Tensor x = random_tensor({5, 40}, 7, 0.0, 6.0);
   std::vector<double> v = x.to_vector<double>();
   for (double& e : v) e = std::floor(e);  // many ties
-  x = Tensor::from_vector(v, x.shape());
+  x = Tensor::from_vector(v, x.shape(), Device::cpu);
   Backend& be = backend_for(Device::cpu);
   for (DType dt : {DType::f64, DType::f32}) {
     for (bool descending : {false, true}) {
-      Tensor idx = Tensor::empty({5, 40}, DType::i64);
+      Tensor idx = Tensor::empty({5, 40}, DType::i64, Device::cpu);
       be.argsort(x.to(dt), descending, idx);
       EXPECT_EQ(idx.to_vector<std::int64_t>(), reference_order(v, 40, descending))
           << dtype_name(dt) << (descending ? " descending" : " ascending");
@@ -134,14 +134,14 @@ TEST(Argsort, StableInBothDirections) {
   }
   // 300 x 200 runs the OpenMP path.
   const Tensor big = random_tensor({300, 200}, 8);
-  Tensor idx = Tensor::empty({300, 200}, DType::i64);
+  Tensor idx = Tensor::empty({300, 200}, DType::i64, Device::cpu);
   be.argsort(big, true, idx);
   EXPECT_EQ(idx.to_vector<std::int64_t>(), reference_order(big.to_vector<double>(), 200, true));
 }
 
 TEST(Argsort, NaNRanksAboveEveryNumber) {
-  const Tensor x = Tensor::from_vector<double>({2.0, std::nan(""), 1.0, 3.0}, {1, 4});
-  Tensor idx = Tensor::empty({1, 4}, DType::i64);
+  const Tensor x = Tensor::from_vector<double>({2.0, std::nan(""), 1.0, 3.0}, {1, 4}, Device::cpu);
+  Tensor idx = Tensor::empty({1, 4}, DType::i64, Device::cpu);
   backend_for(Device::cpu).argsort(x, false, idx);
   EXPECT_EQ(idx.to_vector<std::int64_t>(), (std::vector<std::int64_t>{2, 0, 3, 1}));
   backend_for(Device::cpu).argsort(x, true, idx);
@@ -149,7 +149,7 @@ TEST(Argsort, NaNRanksAboveEveryNumber) {
 }
 
 TEST(Argsort, RejectsNonI64Output) {
-  Tensor idx = Tensor::empty({1, 4}, DType::i32);
+  Tensor idx = Tensor::empty({1, 4}, DType::i32, Device::cpu);
   EXPECT_THROW(backend_for(Device::cpu).argsort(random_tensor({1, 4}, 9), false, idx), Error);
 }
 

@@ -30,7 +30,7 @@ using testing::randn_tensor;
 constexpr double kMinGap = 1e-4;
 
 Tensor idx_tensor(const std::vector<std::int64_t>& v, std::int64_t rows, std::int64_t k) {
-  return Tensor::from_vector(v, {rows, k});
+  return Tensor::from_vector(v, {rows, k}, Device::cpu);
 }
 
 Tensor softmax_rows(const Tensor& z) {
@@ -84,7 +84,7 @@ TEST(LoadBalancing, BalancedRoutingGivesExactlyTheWeight) {
 TEST(LoadBalancing, SkewedRoutingMatchesTheFormula) {
   const std::int64_t T = 3, E = 3, k = 1;
   const std::vector<double> pv = {0.7, 0.2, 0.1, 0.6, 0.3, 0.1, 0.2, 0.2, 0.6};
-  const Tensor p = Tensor::from_vector(pv, {T, E});
+  const Tensor p = Tensor::from_vector(pv, {T, E}, Device::cpu);
   const Tensor idx = idx_tensor({0, 0, 2}, T, k);
   // f = (2/3, 0, 1/3), P = (1.5/3, 0.7/3, 0.8/3): L = a E sum f P.
   const double want = 0.5 * 3 * (2.0 / 3 * 1.5 / 3 + 1.0 / 3 * 0.8 / 3);
@@ -109,8 +109,8 @@ TEST(LoadBalancing, GradientThroughTheSoftmax) {
 }
 
 TEST(LoadBalancing, EmptyBatchIsZero) {
-  Var p(Tensor::zeros({0, 4}, DType::f64), true);
-  Var loss = moe::load_balancing_loss(p, Tensor::zeros({0, 2}, DType::i64), 0.01);
+  Var p(Tensor::zeros({0, 4}, DType::f64, Device::cpu), true);
+  Var loss = moe::load_balancing_loss(p, Tensor::zeros({0, 2}, DType::i64, Device::cpu), 0.01);
   EXPECT_EQ(scalar(loss), 0.0);
   loss.backward();
   EXPECT_EQ(p.grad().shape(), Shape({0, 4}));
@@ -131,10 +131,10 @@ TEST(ZLoss, ClosedForm) {
   const double b = 0.001;
   const double l4 = std::log(4.0), l10 = std::log(10.0), big = 1000 + std::log(4.0);
   const double want = b * (l4 * l4 + l10 * l10 + big * big) / 3.0;
-  const Var loss = moe::router_z_loss(Var(Tensor::from_vector(z, {3, 4})), b);
+  const Var loss = moe::router_z_loss(Var(Tensor::from_vector(z, {3, 4}, Device::cpu)), b);
   ASSERT_EQ(loss.shape(), Shape{1});
   EXPECT_NEAR(scalar(loss), want, 1e-13 * want);
-  const Var loss32 = moe::router_z_loss(Var(Tensor::from_vector(z, {3, 4}).to(DType::f32)), b);
+  const Var loss32 = moe::router_z_loss(Var(Tensor::from_vector(z, {3, 4}, Device::cpu).to(DType::f32)), b);
   EXPECT_NEAR(scalar(loss32), want, 1e-6 * want);
 }
 
@@ -144,7 +144,7 @@ TEST(ZLoss, Gradient) {
 }
 
 TEST(ZLoss, EmptyBatchIsZero) {
-  Var z(Tensor::zeros({0, 3}, DType::f64), true);
+  Var z(Tensor::zeros({0, 3}, DType::f64, Device::cpu), true);
   Var loss = moe::router_z_loss(z);
   EXPECT_EQ(scalar(loss), 0.0);
   loss.backward();
@@ -155,13 +155,13 @@ TEST(ZLoss, EmptyBatchIsZero) {
 // Auxiliary-loss-free bias
 
 TEST(AuxFreeBias, SelectionAddsTheBiasAndUpdateFollowsTheSign) {
-  moe::AuxFreeBias bias(3, 0.1, DType::f64);
+  moe::AuxFreeBias bias(3, 0.1, DType::f64, Device::cpu);
   bias.update(std::vector<double>{5, 1, 3});  // mean 3: +u, -u... for e = 0 (over-used) -u
   const std::vector<double> b = bias.bias().to_vector<double>();
   EXPECT_DOUBLE_EQ(b[0], -0.1);
   EXPECT_DOUBLE_EQ(b[1], 0.1);
   EXPECT_DOUBLE_EQ(b[2], 0.0);  // at the mean: sign(0) = 0
-  const Tensor p = Tensor::from_vector(std::vector<double>{0.45, 0.4, 0.15}, {1, 3});
+  const Tensor p = Tensor::from_vector(std::vector<double>{0.45, 0.4, 0.15}, {1, 3}, Device::cpu);
   const std::vector<double> s = bias.selection_scores(p).to_vector<double>();
   EXPECT_DOUBLE_EQ(s[0], 0.35);
   EXPECT_DOUBLE_EQ(s[1], 0.5);
@@ -182,7 +182,7 @@ TEST(AuxFreeBias, LoadsMoveTowardTheUnderUsedExperts) {
     pz[t * E + 1] += 1.0f;
   }
   const Tensor p = softmax_rows(z);
-  moe::AuxFreeBias bias(E, 0.002);
+  moe::AuxFreeBias bias(E, 0.002, DType::f32, Device::cpu);
   std::vector<double> cov;
   for (int it = 0; it < 300; ++it) {
     const Tensor idx = bias.select(p, k);
@@ -241,7 +241,7 @@ TEST(Dpsl, ClosedFormForTheUniformPrior) {
     v.push_back(static_cast<double>(j) / B);
     v.push_back(1.0 - static_cast<double>(j) / B);
   }
-  const Var loss = moe::dpsl_loss(Var(Tensor::from_vector(v, {B, 2})), moe::DirichletPrior::symmetric(2, 1.0),
+  const Var loss = moe::dpsl_loss(Var(Tensor::from_vector(v, {B, 2}, Device::cpu)), moe::DirichletPrior::symmetric(2, 1.0),
                                   local_options(0.5));
   EXPECT_NEAR(scalar(loss), 0.5 / (B * B), 1e-15);
 }
@@ -272,7 +272,7 @@ TEST(Dpsl, GradientGroupConditionedWithIgnoredRows) {
   const std::int64_t B = 18, E = 4;
   const Tensor z = separated_logits(B, E, 300);
   const Tensor g = Tensor::from_vector(std::vector<std::int64_t>{0, 1, 2, 0, -1, 1, 2, 2, 0, 1, 1, 0, -1, 2, 0, 1, 2, 0},
-                                       {B});
+                                       {B}, Device::cpu);
   const auto prior = moe::DirichletPrior::group_conditioned(3, E, 0.75, 0.5);
   EXPECT_TRUE(gradcheck([&](const std::vector<Var>& in) {
     return moe::dpsl_loss(softmax(in[0]), prior, local_options(0.6, 1e6), g);
@@ -290,13 +290,13 @@ TEST(Dpsl, GroupLossIsTheSumOfPerGroupLosses) {
   std::vector<std::int64_t> gv(B);
   for (std::int64_t t = 0; t < B; ++t) gv[t] = (t * 7) % 3 == 0 ? 1 : 0;
   const auto prior = moe::DirichletPrior::group_conditioned(2, E, 0.75, 0.5);
-  const double total = scalar(moe::dpsl_loss(Var(p), prior, local_options(0.1), Tensor::from_vector(gv, {B})));
+  const double total = scalar(moe::dpsl_loss(Var(p), prior, local_options(0.1), Tensor::from_vector(gv, {B}, Device::cpu)));
   double sum = 0.0;
   for (std::int64_t m = 0; m < 2; ++m) {
     std::vector<double> rows;
     for (std::int64_t t = 0; t < B; ++t)
       if (gv[t] == m) rows.insert(rows.end(), p.data<double>() + t * E, p.data<double>() + (t + 1) * E);
-    const Tensor pm = Tensor::from_vector(rows, {static_cast<std::int64_t>(rows.size()) / E, E});
+    const Tensor pm = Tensor::from_vector(rows, {static_cast<std::int64_t>(rows.size()) / E, E}, Device::cpu);
     sum += scalar(moe::dpsl_loss(Var(pm), moe::DirichletPrior::asymmetric(prior.alpha[m]), local_options(0.1)));
   }
   EXPECT_NEAR(total, sum, 1e-15);
@@ -306,7 +306,7 @@ TEST(Dpsl, PdfClipBoundsTheGradient) {
   // alpha = 0.5: at p = 0 the pdf is infinite. The gradient there is (2 lambda / B)(F - j/B) clip.
   const std::int64_t B = 4;  // E = 3; column 0 = {0, 0.2, 0.6, 0.3}
   const Tensor pt = Tensor::from_vector(std::vector<double>{0.0, 0.5, 0.5, 0.2, 0.3, 0.5, 0.6, 0.2, 0.2, 0.3, 0.3, 0.4},
-                                        {B, 3});
+                                        {B, 3}, Device::cpu);
   Var p(pt, true);
   const double lambda = 0.1, clip = 7.0;
   moe::dpsl_loss(p, moe::DirichletPrior::symmetric(3, 0.5), local_options(lambda, clip)).backward();
@@ -325,7 +325,7 @@ TEST(Dpsl, TiesAndRowOrderDoNotChangeTheLoss) {
   const double l0 = scalar(moe::dpsl_loss(Var(p), prior, local_options(0.3)));
   std::vector<double> rev;
   for (std::int64_t t = B - 1; t >= 0; --t) rev.insert(rev.end(), d + t * E, d + (t + 1) * E);
-  const double l1 = scalar(moe::dpsl_loss(Var(Tensor::from_vector(rev, {B, E})), prior, local_options(0.3)));
+  const double l1 = scalar(moe::dpsl_loss(Var(Tensor::from_vector(rev, {B, E}, Device::cpu)), prior, local_options(0.3)));
   EXPECT_NEAR(l0, l1, 1e-16);
 }
 
@@ -358,7 +358,7 @@ TEST(Dpsl, ArgumentChecks) {
   const auto grouped = moe::DirichletPrior::group_conditioned(2, 4);
   EXPECT_THROW(moe::dpsl_loss(Var(p), grouped, local_options(0.1)), Error);  // groups missing
   EXPECT_THROW(moe::dpsl_loss(Var(p), grouped, local_options(0.1),
-                              Tensor::from_vector(std::vector<std::int64_t>{0, 1, 2, 0, 1}, {5})),
+                              Tensor::from_vector(std::vector<std::int64_t>{0, 1, 2, 0, 1}, {5}, Device::cpu)),
                Error);  // id 2 >= G
   EXPECT_THROW(moe::dpsl_loss(Var(p), moe::DirichletPrior::symmetric(3), local_options(0.1)), Error);
 }
@@ -391,7 +391,7 @@ TEST(Dpsl, NoGradientRecordingGivesAPlainValue) {
 TEST(RoutingStats, HandComputed) {
   const std::int64_t T = 4, E = 3;
   const Tensor p = Tensor::from_vector(
-      std::vector<double>{0.5, 0.25, 0.25, 1.0, 0.0, 0.0, 0.2, 0.3, 0.5, 1.0 / 3, 1.0 / 3, 1.0 / 3}, {T, E});
+      std::vector<double>{0.5, 0.25, 0.25, 1.0, 0.0, 0.0, 0.2, 0.3, 0.5, 1.0 / 3, 1.0 / 3, 1.0 / 3}, {T, E}, Device::cpu);
   const Tensor idx = idx_tensor({0, 0, 2, 1}, T, 1);
   const moe::RoutingStats s = moe::routing_stats(p, idx);
   EXPECT_EQ(s.num_tokens, 4);
@@ -409,8 +409,8 @@ TEST(RoutingStats, HandComputed) {
   EXPECT_NEAR(s.expert_mean_prob[2], 0.5, 1e-15);
 
   // Token 1's slot dropped: loads (1, 1, 1), perfectly balanced; entropy unchanged.
-  for (const Tensor& dropped : {Tensor::from_vector(std::vector<std::int64_t>{0, 1, 0, 0}, {T, 1}),
-                                Tensor::from_vector(std::vector<float>{0, 1, 0, 0}, {T})}) {
+  for (const Tensor& dropped : {Tensor::from_vector(std::vector<std::int64_t>{0, 1, 0, 0}, {T, 1}, Device::cpu),
+                                Tensor::from_vector(std::vector<float>{0, 1, 0, 0}, {T}, Device::cpu)}) {
     const moe::RoutingStats d = moe::routing_stats(p, idx, dropped);
     EXPECT_EQ(d.counts, (std::vector<double>{1, 1, 1}));
     EXPECT_EQ(d.num_slots, 3);
@@ -423,7 +423,7 @@ TEST(RoutingStats, HandComputed) {
 
 TEST(RoutingStats, TopTwoAndUnusedExpert) {
   const std::int64_t T = 2, E = 4;
-  const Tensor p = Tensor::from_vector(std::vector<float>{0.4f, 0.3f, 0.2f, 0.1f, 0.1f, 0.6f, 0.25f, 0.05f}, {T, E});
+  const Tensor p = Tensor::from_vector(std::vector<float>{0.4f, 0.3f, 0.2f, 0.1f, 0.1f, 0.6f, 0.25f, 0.05f}, {T, E}, Device::cpu);
   const Tensor idx = idx_tensor({0, 1, 1, 2}, T, 2);
   const moe::RoutingStats s = moe::routing_stats(p, idx);
   EXPECT_EQ(s.counts, (std::vector<double>{1, 2, 1, 0}));

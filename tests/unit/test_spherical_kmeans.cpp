@@ -80,11 +80,11 @@ Planted planted(std::int64_t n, std::int64_t d, std::int64_t k, std::uint64_t se
   return p;
 }
 
-Tensor points_tensor(const Planted& p) { return Tensor::from_vector(p.points, {p.n, p.d}); }
+Tensor points_tensor(const Planted& p) { return Tensor::from_vector(p.points, {p.n, p.d}, Device::cpu); }
 Tensor iota_ids(std::int64_t n, std::int64_t first = 0) {
   std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
   std::iota(ids.begin(), ids.end(), first);
-  return Tensor::from_vector(ids, {n});
+  return Tensor::from_vector(ids, {n}, Device::cpu);
 }
 
 KMeansResult run(const Tensor& x, const Tensor& ids, const KMeansOptions& o) {
@@ -352,7 +352,7 @@ TEST(kmeans, FewerDistinctDirectionsThanKStillReportsNoEmptyCluster) {
   KMeansOptions o;
   o.clusters = k;
   o.max_iters = 6;
-  const KMeansResult r = run(Tensor::from_vector(x, {n, d}), iota_ids(n), o);
+  const KMeansResult r = run(Tensor::from_vector(x, {n, d}, Device::cpu), iota_ids(n), o);
   EXPECT_GT(r.history.front().reseeded, 0);
   for (const auto& it : r.history)
     for (std::int64_t s : it.sizes) EXPECT_GT(s, 0) << "iteration " << it.iter;
@@ -393,7 +393,7 @@ TEST(kmeans, RowOrderDoesNotMatter) {
   o.max_iters = 6;
   o.stop_when_stable = false;
   const KMeansResult a = run(points_tensor(p), iota_ids(p.n), o);
-  const KMeansResult b = run(Tensor::from_vector(x, {p.n, p.d}), Tensor::from_vector(perm, {p.n}), o);
+  const KMeansResult b = run(Tensor::from_vector(x, {p.n, p.d}, Device::cpu), Tensor::from_vector(perm, {p.n}, Device::cpu), o);
   const auto ca = a.centroids.to_vector<float>(), cb = b.centroids.to_vector<float>();
   double max_diff = 0;
   for (std::size_t i = 0; i < ca.size(); ++i) max_diff = std::max(max_diff, double(std::abs(ca[i] - cb[i])));
@@ -417,25 +417,25 @@ TEST(kmeans, BadInputsThrowWithMessagesThatNameTheProblem) {
   o.clusters = 2;
   EXPECT_NE(error_of([&] { run(x, iota_ids(9), o); }).find("global_ids must be an i64 tensor [10]"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { run(x, Tensor::zeros({10}, DType::i32), o); }).find("global_ids must be an i64"),
+  EXPECT_NE(error_of([&] { run(x, Tensor::zeros({10}, DType::i32, Device::cpu), o); }).find("global_ids must be an i64"),
             std::string::npos);
   EXPECT_NE(error_of([&] { run(x.reshape({40}), ids, o); }).find("points must be a [n, D] f32 tensor"),
             std::string::npos);
 
   std::vector<float> bad = p.points;
   for (int j = 0; j < 4; ++j) bad[7 * 4 + j] = 0.0f;  // row 7, id 107
-  const Tensor bad_x = Tensor::from_vector(bad, {10, 4});
+  const Tensor bad_x = Tensor::from_vector(bad, {10, 4}, Device::cpu);
   EXPECT_NE(error_of([&] { run(bad_x, iota_ids(10, 100), o); }).find("global id 107 has zero norm"),
             std::string::npos);
   bad = p.points;
   bad[3 * 4 + 1] = NAN;
-  EXPECT_NE(error_of([&] { run(Tensor::from_vector(bad, {10, 4}), ids, o); }).find("global id 3 has a non-finite"),
+  EXPECT_NE(error_of([&] { run(Tensor::from_vector(bad, {10, 4}, Device::cpu), ids, o); }).find("global id 3 has a non-finite"),
             std::string::npos);
 
   std::vector<std::int64_t> dup(10);
   std::iota(dup.begin(), dup.end(), std::int64_t{0});
   dup[9] = 4;
-  EXPECT_NE(error_of([&] { run(x, Tensor::from_vector(dup, {10}), o); }).find("global id 4 is held by two tokens"),
+  EXPECT_NE(error_of([&] { run(x, Tensor::from_vector(dup, {10}, Device::cpu), o); }).find("global id 4 is held by two tokens"),
             std::string::npos);
   // And a valid call on the same data works.
   EXPECT_EQ(error_of([&] { run(x, ids, o); }), "");

@@ -101,7 +101,7 @@ TEST(Checkpoint, BadFilesGiveClearErrorsAndChangeNothing) {
   const std::string foreign = (d / "foreign.h5").string();
   {
     h5::File f = h5::File::create(foreign);
-    h5::write_tensor(f, "/x", Tensor::zeros({2}));
+    h5::write_tensor(f, "/x", Tensor::zeros({2}, DType::f32, Device::cpu));
   }
   msg = error_of([&] { load_checkpoint(foreign, task->model(), nullptr, nullptr); });
   EXPECT_NE(msg.find("not an upcycle checkpoint"), std::string::npos) << msg;

@@ -16,6 +16,7 @@
 #include "upcycle/autograd/var.hpp"
 #include "upcycle/backend/backend.hpp"
 #include "upcycle/init/linalg.hpp"
+#include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/nn/vit.hpp"
 #include "upcycle/train/upcycle_stage.hpp"
 
@@ -63,7 +64,7 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 
 // Random FFN inputs at the scale of a LayerNorm output.
 Tensor tokens(std::int64_t n, std::int64_t d, std::uint64_t seed) {
-  Tensor t = Tensor::empty({n, d});
+  Tensor t = Tensor::empty({n, d}, DType::f32, Device::cpu);
   backend_of(t).normal(t, seed, 0, 0.0, 1.0);
   return t;
 }
@@ -73,7 +74,7 @@ double ffn_branch_error(const Upcycled& u) {
   NoGradGuard g;
   const Tensor x = tokens(64, 16, 99);
   const Tensor want = u.dense->blocks()[1].mlp->forward(Var(x)).value();
-  const Tensor got = u.moe->blocks()[1].moe->forward(Var(x)).value();
+  const Tensor got = moe::moe_layer_of(u.moe->blocks()[1])->forward(Var(x)).value();
   return max_abs_diff(got, want) / max_abs(want);
 }
 
@@ -109,7 +110,7 @@ TEST(Upcycling, SparseWithRenormalisedTopKIsTheDenseModel) {
   // Every expert is the dense FFN, bit for bit; the router is random N(0, 0.02^2), not zero.
   const Tensor& w1 = u.result.full_experts.at("/model/blocks/01/moe/experts/w1");
   EXPECT_EQ(expert_row(w1, 3), u.dense->blocks()[1].mlp->fc1.weight.value().to_vector<float>());
-  EXPECT_GT(max_abs(u.moe->blocks()[1].moe->router.weight.value()), 0.0);
+  EXPECT_GT(max_abs(moe::moe_layer_of(u.moe->blocks()[1])->router.weight.value()), 0.0);
 }
 
 TEST(Upcycling, SparseWithoutRenormalisationIsNotTheDenseModel) {
@@ -124,11 +125,11 @@ TEST(Upcycling, GranularWithScalingAndTopGIsTheDenseModel) {
     const Upcycled u = run_upcycling(with({{"upcycle.method", "granular"}, {"upcycle.granularity", "2"},
                                      {"upcycle.granular_scale", "true"}, {"moe.top_k", "2"},
                                      {"model.ffn_activation", act}}));
-    EXPECT_EQ(u.moe->blocks()[1].moe->config().d_ff, 16) << "each expert is half of the dense FFN";
+    EXPECT_EQ(moe::moe_layer_of(u.moe->blocks()[1])->config().d_ff, 16) << "each expert is half of the dense FFN";
     EXPECT_LT(ffn_branch_error(u), kIdentityBound) << act;
     EXPECT_LT(logits_error(u), kIdentityBound) << act;
     // Router rows come in identical pairs (one pair per group of G = 2 shards).
-    const auto r = u.moe->blocks()[1].moe->router.weight.value().to_vector<float>();
+    const auto r = moe::moe_layer_of(u.moe->blocks()[1])->router.weight.value().to_vector<float>();
     for (int j = 0; j < 16; ++j) {
       EXPECT_EQ(r[j], r[16 + j]);
       EXPECT_NE(r[j], r[32 + j]);
@@ -147,7 +148,7 @@ TEST(Upcycling, GranularWithoutScalingGivesTheShardMean) {
   Tensor want = full.clone();
   float* pw = want.data<float>();
   for (std::int64_t i = 0; i < want.numel(); ++i) pw[i] = (pw[i] - b2[static_cast<std::size_t>(i % 16)]) / 2 + b2[static_cast<std::size_t>(i % 16)];
-  const Tensor got = u.moe->blocks()[1].moe->forward(Var(x)).value();
+  const Tensor got = moe::moe_layer_of(u.moe->blocks()[1])->forward(Var(x)).value();
   EXPECT_LT(max_abs_diff(got, want) / max_abs(want), kIdentityBound);
 }
 
@@ -182,7 +183,7 @@ TEST(Upcycling, ClusterRouterIsTheUnitCentroidsAndTheReportIsComplete) {
     smallest = std::min(smallest, r);
   }
   EXPECT_LT(smallest, 16);
-  const auto router = u.moe->blocks()[1].moe->router.weight.value().to_vector<float>();
+  const auto router = moe::moe_layer_of(u.moe->blocks()[1])->router.weight.value().to_vector<float>();
   for (int e = 0; e < 4; ++e) {
     double n2 = 0;
     for (int j = 0; j < 16; ++j) n2 += static_cast<double>(router[e * 16 + j]) * router[e * 16 + j];

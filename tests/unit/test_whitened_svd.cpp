@@ -269,7 +269,7 @@ TEST(WhitenedSvd, SingularSecondMomentFallsBackWithANote) {
 // S = 1e-3 I, and the result is the plain truncated SVD of W1 (singular values 1e-3 of W1's).
 TEST(WhitenedSvd, ZeroSecondMomentUsesAnAbsoluteJitter) {
   const Tensor w = testing::randn_tensor({24, 16}, 41, 0.05, DType::f32);
-  const WhitenedSvdResult r = whitened_truncated_svd(w, Tensor::zeros({16, 16}, DType::f64), WhitenedSvdOptions{});
+  const WhitenedSvdResult r = whitened_truncated_svd(w, Tensor::zeros({16, 16}, DType::f64, Device::cpu), WhitenedSvdOptions{});
   std::printf("G = 0: %s\n", r.note.c_str());
   EXPECT_TRUE(r.fallback);
   EXPECT_NEAR(r.jitter, 1e-6, 1e-21);
@@ -314,7 +314,7 @@ TEST(WhitenedSvd, ThrowsWhenNoJitterHelpsAndOnBadInput) {
   bad(1, 0) = 0.5;
   EXPECT_THROW(whitened_truncated_svd(w, to_tensor(bad, DType::f64), {}), Error);  // not symmetric
   EXPECT_THROW(whitened_truncated_svd(w, to_tensor(Matrix::identity(3), DType::f64), {}), Error);  // D mismatch
-  EXPECT_THROW(whitened_truncated_svd(Tensor::zeros({3}), eye, {}), Error);                       // not 2-D
+  EXPECT_THROW(whitened_truncated_svd(Tensor::zeros({3}, DType::f32, Device::cpu), eye, {}), Error);                       // not 2-D
   for (WhitenedSvdOptions o : {WhitenedSvdOptions{1.5, 0.5, 1e-5}, WhitenedSvdOptions{0.9, -0.1, 1e-5},
                                WhitenedSvdOptions{0.9, 0.5, -1.0}})
     EXPECT_THROW(whitened_truncated_svd(w, eye, o), Error);
@@ -458,7 +458,7 @@ TEST(DropSvd, RejectsBadArguments) {
   const Tensor w = spaced_spectrum(4, 3, 1);
   EXPECT_THROW(drop_svd(w, 1.5, rng), Error);
   EXPECT_THROW(drop_svd(w, -0.1, rng), Error);
-  EXPECT_THROW(drop_svd(Tensor::zeros({2, 3, 4}), 0.75, rng), Error);
+  EXPECT_THROW(drop_svd(Tensor::zeros({2, 3, 4}, DType::f32, Device::cpu), 0.75, rng), Error);
   EXPECT_EQ(rng.offset(), 0u);  // nothing drawn on a rejected call
 }
 

@@ -1,11 +1,20 @@
 #pragma once
 // The one interface of primitive kernels. Autograd ops and models call these through
-// backend_for(device); each backend (cpu here, cuda in kernels/ + src/backend/cuda) implements all
-// of them. Kernels write into outputs the caller allocated, so ops control allocation. All tensors
-// are contiguous. Floating kernels accept f32 and f64 on the CPU (f64 exists for gradient checks).
+// backend_for(device); each backend (cpu in src/backend/cpu, cuda in kernels/) implements all of
+// them. Kernels write into outputs the caller allocated, so ops control allocation. All tensors
+// are contiguous. Floating kernels accept f32 and f64 (f64 exists for gradient checks).
 // One virtual call per kernel launch, never per element.
+//
+// Execution model. A backend issues its kernels in order on one compute stream. The CPU backend
+// runs each kernel before returning; the CUDA backend only enqueues it, so the host sees a result
+// after synchronize(), an event, or a blocking copy to the host (copy_bytes, Tensor::to_vector).
+// Kernel argument errors are thrown on the host before anything is enqueued; errors only the
+// device can see (an index out of range) are raised, naming the kernel, at the next point where
+// the host waits for the device.
 #include <cstdint>
+#include <vector>
 
+#include "upcycle/core/device_runtime.hpp"
 #include "upcycle/core/tensor.hpp"
 
 namespace upcycle {
@@ -28,22 +37,80 @@ struct GemmDesc {
   double alpha = 1.0, beta = 0.0;
 };
 
-class Backend {
+// Native handles of the execution context (cudaStream_t / cudaEvent_t on CUDA; null on the CPU,
+// where every kernel has finished when it returns).
+using StreamHandle = void*;
+using EventHandle = void*;
+
+// Counters of a backend's caching allocator and of the host's waits for the device. A training
+// step after warm-up adds no system allocation or free (its sizes repeat, so the cache serves
+// them); tests read the counters around a step.
+struct AllocatorStats {
+  std::int64_t system_allocs = 0;    // blocks obtained from the system (aligned_alloc / cudaMalloc)
+  std::int64_t system_frees = 0;     // blocks given back to the system (free / cudaFree)
+  std::int64_t cache_hits = 0;       // allocations served from the cache
+  std::int64_t host_waits = 0;       // times the host waited for the device (always 0 on the CPU)
+  std::int64_t bytes_in_use = 0;     // handed out and not yet returned
+  std::int64_t peak_bytes_in_use = 0;
+  std::int64_t bytes_cached = 0;     // free blocks kept for reuse
+};
+
+// One tensor of a multi-tensor AdamW step (Tensor handles share storage: the update is in place).
+struct AdamWTensor {
+  Tensor param, grad, m, v;
+  double weight_decay = 0.0;
+};
+// The hyper-parameters shared by every tensor of one step; `step` counts from 1.
+struct AdamWStep {
+  double lr = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::int64_t step = 1;
+};
+
+// One product of a grouped GEMM: C = alpha op(A) op(B) + beta C with op(A) m x k, op(B) k x n,
+// C m x n, all row-major views (typically row blocks of one tensor per operand).
+struct GemmGroup {
+  Tensor a, b, c;
+  std::int64_t m = 0, n = 0, k = 0;
+};
+
+class Backend : public DeviceRuntime {
  public:
-  virtual ~Backend() = default;
-  virtual Device device() const = 0;
+  ~Backend() override = default;
 
-  // --- memory ---
-  virtual void* allocate(std::size_t bytes) = 0;
-  virtual void deallocate(void* ptr) = 0;
-  // Copy bytes between host and this device (either direction) or within the device.
-  virtual void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
-                          std::size_t bytes) = 0;
-  virtual void synchronize() {}
+  // --- memory (DeviceRuntime: allocate, deallocate, copy_bytes, fill, cast) ---
+  // Page-locked host memory, the source or destination of asynchronous copies (plain aligned host
+  // memory on the CPU).
+  virtual void* allocate_pinned(std::size_t bytes) = 0;
+  virtual void deallocate_pinned(void* ptr) = 0;
+  virtual AllocatorStats allocator_stats() const = 0;
 
-  // --- creation and conversion ---
-  virtual void fill(Tensor& out, double value) = 0;
-  virtual void cast(const Tensor& src, Tensor& dst) = 0;  // same shape, any dtypes
+  // --- execution context ---
+  // The host waits until every kernel and copy issued so far has finished (counted in host_waits).
+  virtual void synchronize() = 0;
+  // The stream kernels are issued on. Other streams (communication, copies) order themselves
+  // against it with events.
+  virtual StreamHandle compute_stream() = 0;
+  virtual StreamHandle create_stream() = 0;
+  virtual void destroy_stream(StreamHandle stream) = 0;
+  virtual EventHandle create_event() = 0;
+  virtual void destroy_event(EventHandle event) = 0;
+  // Marks the point of `stream` (null = the compute stream) reached so far.
+  virtual void record_event(EventHandle event, StreamHandle stream) = 0;
+  // Work issued to `stream` later waits for the event (the host does not wait).
+  virtual void wait_event(StreamHandle stream, EventHandle event) = 0;
+  // The host waits for the event (counted in host_waits).
+  virtual void synchronize_event(EventHandle event) = 0;
+  // Whether the work before the event has finished, without waiting (true on the CPU).
+  virtual bool event_done(EventHandle event) = 0;
+  // A copy ordered on the compute stream that the host does not wait for. The host side must be
+  // pinned memory (allocate_pinned) that stays valid and unchanged until the copy has run.
+  virtual void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device,
+                                std::size_t bytes) = 0;
+  // Scratch memory of at least `bytes` for library calls and multi-pass kernels, valid for work
+  // issued on the compute stream until the next workspace() call (grown on demand, never shrunk).
+  virtual void* workspace(std::size_t bytes) = 0;
+
+  // --- creation and conversion (fill and cast: DeviceRuntime) ---
   // out[i] = start + i * step (integer or floating out)
   virtual void arange(Tensor& out, double start, double step) = 0;
   // Uniform [lo, hi) from Philox stream (seed, offset + i).
@@ -55,6 +122,14 @@ class Backend {
 
   // --- matrix multiply ---
   virtual void gemm(const GemmDesc& desc, const Tensor& a, const Tensor& b, Tensor& c) = 0;
+  // Independent products that share the transposes and the scalars (the experts of an MoE
+  // layer): one launch for all on the CUDA backend. A group with k == 0 sets C = beta C (zero when
+  // beta == 0); one with m == 0 or n == 0 does nothing.
+  virtual void grouped_gemm(bool trans_a, bool trans_b, double alpha, double beta,
+                            const std::vector<GemmGroup>& groups) = 0;
+  // Whether f32 GEMMs may round their inputs to TF32 on tensor cores (off by default so that the
+  // CUDA backend matches the CPU one; a no-op on the CPU).
+  virtual void set_allow_tf32(bool allow) = 0;
 
   // --- elementwise ---
   virtual void unary(UnaryOp op, const Tensor& x, Tensor& y) = 0;
@@ -79,8 +154,9 @@ class Backend {
   // out [outer, axis, inner] = x [outer, inner] repeated along axis, times alpha.
   virtual void expand_axis(const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis,
                            std::int64_t inner, double alpha) = 0;
-  // Global sum of squares of x into out[0] (f64 out) -- for gradient norms.
-  virtual void sum_squares(const Tensor& x, Tensor& out) = 0;
+  // The sum of squares of every element of every tensor of xs into out[0] (f64 [1]): one global
+  // gradient norm without a host round trip per tensor. Summed in a fixed order (deterministic).
+  virtual void sum_squares(const std::vector<Tensor>& xs, Tensor& out) = 0;
 
   // --- layout ---
   // out = x with dims permuted: out.shape[i] = x.shape[perm[i]].
@@ -134,17 +210,31 @@ class Backend {
   // Stable argsort of each row (i64 out).
   virtual void argsort(const Tensor& x, bool descending, Tensor& idx) = 0;
 
+  // --- Mixture-of-Experts dispatch bookkeeping ---
+  // indices [T, k] i64: the experts (in [0, E)) of the k routing slots of each token; slot
+  // s = t k + j. Sorts the T k slots by expert, stably (token order within an expert), and keeps
+  // each expert's first `capacity` slots (capacity 0: all). Writes, all i64 on this device:
+  //   counts [2, E]: row 0 the slots routed to each expert, row 1 the slots kept;
+  //   kept_slots [T k]: the kept slots in that order (the first sum(kept) entries; the rest are
+  //     unspecified), kept_tokens [T k]: kept_slots / k;
+  //   slot_dropped [T k]: 1 where capacity dropped slot s, else 0.
+  // Only `counts` needs to reach the host (for the exchange sizes and the expert GEMMs).
+  // An expert id outside [0, E) is an error.
+  virtual void moe_dispatch(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity,
+                            Tensor& counts, Tensor& kept_slots, Tensor& kept_tokens, Tensor& slot_dropped) = 0;
+
   // --- optimisers ---
-  // One AdamW step in place (decoupled weight decay, bias-corrected moments; `step` counts from 1):
-  // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
-  virtual void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
-                     double beta2, double eps, double weight_decay, std::int64_t step) = 0;
+  // One AdamW step in place over every tensor at once (decoupled weight decay, bias-corrected
+  // moments): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
+  virtual void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) = 0;
 };
 
-// The backend that owns `device`; throws when it was not built in.
+// The backend that owns `device`; throws when it was not built in or could not start (for cuda:
+// the message names the CUDA error).
 Backend& backend_for(Device device);
 inline Backend& backend_of(const Tensor& t) { return backend_for(t.device()); }
-// Called by a backend's registration (e.g. the CUDA one) at start-up.
+// Installs `backend` for `device` (also as the device's DeviceRuntime); null puts back the
+// backend built in (the profiler's decorator uses this to wrap and unwrap).
 void register_backend(Device device, Backend* backend);
 
 }  // namespace upcycle

@@ -2,14 +2,9 @@
 // Counter-based random numbers (Philox-4x32-10, Salmon et al. 2011). Element i of a stream with
 // key `seed` and base `offset` depends only on (seed, offset + i), so any backend and any number
 // of ranks that agree on the offsets draw the same numbers. Host/device qualified for CUDA reuse.
-#include <array>
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define UPCYCLE_HD __host__ __device__
-#else
-#define UPCYCLE_HD
-#endif
+#include "upcycle/core/host_device.hpp"
 
 namespace upcycle {
 

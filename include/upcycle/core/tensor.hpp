@@ -29,18 +29,18 @@ class Storage {
   void (*deleter_)(void*, Device);
 };
 
+// Every factory names its device: library code creates a tensor on the device of the module,
+// model or input that owns it, and a host tensor says Device::cpu where it is made, never by default.
 class Tensor {
  public:
   Tensor() = default;  // undefined tensor
 
-  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
-  static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
-  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32,
-                     Device device = Device::cpu);
-  // Host data -> tensor (copied).
+  static Tensor empty(const Shape& shape, DType dtype, Device device);
+  static Tensor zeros(const Shape& shape, DType dtype, Device device);
+  static Tensor full(const Shape& shape, double value, DType dtype, Device device);
+  // Host data -> tensor on `device` (copied).
   template <class T>
-  static Tensor from_vector(const std::vector<T>& values, const Shape& shape,
-                            Device device = Device::cpu);
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device);
   // Same shape, dtype and device as `like`, uninitialised / zero.
   static Tensor empty_like(const Tensor& like);
   static Tensor zeros_like(const Tensor& like);
@@ -54,11 +54,14 @@ class Tensor {
   Device device() const;
   std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
 
+  // The address of the first element on the tensor's device (a device pointer for a GPU tensor):
+  // for backends and communicators, which know what memory they are given.
   void* raw() const;
+  // Typed host access: refuses a tensor that is not in host memory (copy it with to(Device::cpu)
+  // first: an explicit host step) and a dtype other than T.
   template <class T>
   T* data() const {
-    UPCYCLE_CHECK(dtype_of<T>::value == dtype_, "tensor holds ", dtype_name(dtype_),
-                  ", requested ", dtype_name(dtype_of<T>::value));
+    check_host_access(dtype_of<T>::value);
     return static_cast<T*>(raw());
   }
 
@@ -83,6 +86,8 @@ class Tensor {
   bool same_storage(const Tensor& o) const { return storage_ == o.storage_; }
 
  private:
+  void check_host_access(DType requested) const;
+
   std::shared_ptr<Storage> storage_;
   std::int64_t offset_ = 0;  // in elements
   Shape shape_;

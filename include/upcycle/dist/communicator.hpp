@@ -58,8 +58,12 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::shared_ptr<Communicator> split(int color, int key);
 
  protected:
-  // Arguments are checked; tensors are defined, contiguous, of a supported dtype and do not share
-  // storage with each other.
+  // Whether the implementation reads and writes memory of `device` itself. When it does not (MPI
+  // here is not CUDA-aware), the public methods stage the tensors through host copies: an explicit
+  // host step that keeps multi-rank GPU runs correct until a device communicator (NCCL) takes over.
+  virtual bool moves(Device device) const = 0;
+  // Arguments are checked; tensors are defined, contiguous, of a supported dtype, on a device the
+  // implementation moves(), and do not share storage with each other.
   virtual void do_all_reduce(Tensor& inout, CommReduce op) = 0;
   virtual void do_all_gather(const Tensor& in, Tensor& out) = 0;
   virtual void do_reduce_scatter(const Tensor& in, Tensor& out, CommReduce op) = 0;
@@ -83,6 +87,7 @@ class SelfCommunicator final : public Communicator {
   void barrier() override {}
 
  protected:
+  bool moves(Device) const override { return true; }  // copies within one device, if any
   void do_all_reduce(Tensor& inout, CommReduce op) override;
   void do_all_gather(const Tensor& in, Tensor& out) override;
   void do_reduce_scatter(const Tensor& in, Tensor& out, CommReduce op) override;

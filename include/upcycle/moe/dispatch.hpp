@@ -1,13 +1,15 @@
 #pragma once
-// Host-side bookkeeping of token dispatch: which (token, expert) slots are kept, in which order
-// they travel, and how many rows go to every expert and rank. Pure functions of the routing, so
-// tests can compare them with independent counts.
+// Bookkeeping of token dispatch: which (token, expert) slots are kept, in which order they travel,
+// and how many rows go to every expert and rank. Functions of the routing only, so tests can
+// compare them with independent counts.
 //
 // Slot s = t * k + j is the j-th choice of token t. Dispatch order: slots stably sorted by expert
 // id, i.e. expert 0's slots in token order, then expert 1's, ... . With a capacity C > 0, expert
 // e keeps only its first C slots in that (token) order; the rest are dropped and counted.
 #include <cstdint>
 #include <vector>
+
+#include "upcycle/core/tensor.hpp"
 
 namespace upcycle::moe {
 
@@ -16,21 +18,23 @@ namespace upcycle::moe {
 std::int64_t expert_capacity(double capacity_factor, std::int64_t tokens, std::int64_t top_k,
                              std::int64_t num_experts);
 
+// The dispatch of one forward. The slot lists stay on the routing's device (Backend::moe_dispatch
+// sorts them there); only the per-expert counts come to the host, since the exchange sizes and the
+// expert GEMMs need them: that copy is the dispatch's one host round trip.
 struct DispatchPlan {
   std::int64_t tokens = 0, top_k = 0, num_experts = 0;
   std::int64_t capacity = 0;                 // 0 = unlimited
-  std::vector<std::int64_t> slots;           // kept slots in dispatch order (size S)
-  std::vector<std::int64_t> slot_tokens;     // slots[i] / top_k, the token each kept slot reads
+  Tensor slots;                              // [S] i64: kept slots in dispatch order
+  Tensor slot_tokens;                        // [S] i64: slots / top_k, the token each kept slot reads
+  Tensor slot_dropped;                       // [T, k] i64: 1 where capacity dropped slot s, else 0
   std::vector<std::int64_t> routed_counts;   // [E] slots routed to each expert (before capacity)
   std::vector<std::int64_t> kept_counts;     // [E] slots kept for each expert
-  std::vector<std::int64_t> slot_dropped;    // [T * k] 1 where capacity dropped slot s, else 0
   std::int64_t dropped = 0;                  // sum(routed_counts) - sum(kept_counts)
 };
 
-// indices: the router's [T, k] choices (row-major, values in [0, E)); capacity as returned by
-// expert_capacity.
-DispatchPlan plan_dispatch(const std::vector<std::int64_t>& indices, std::int64_t tokens, std::int64_t top_k,
-                           std::int64_t num_experts, std::int64_t capacity);
+// indices: the router's [T, k] i64 choices (values in [0, E)) on any device; capacity as returned
+// by expert_capacity.
+DispatchPlan plan_dispatch(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity);
 
 // The expert-parallel side of the exchange for a group of P ranks holding L = E / P experts each.
 struct ExchangePlan {

@@ -42,7 +42,10 @@
 #include "upcycle/core/rng.hpp"
 #include "upcycle/dist/communicator.hpp"
 #include "upcycle/moe/router.hpp"
+#include "upcycle/nn/feed_forward.hpp"
 #include "upcycle/nn/mlp.hpp"
+#include "upcycle/nn/module_list.hpp"
+#include "upcycle/nn/transformer_block.hpp"
 
 namespace upcycle::moe {
 
@@ -86,22 +89,23 @@ struct MoeRouting {
   Var probs;                   // [T, E]
   Tensor indices;              // [T, k] i64
   Var gates;                   // [T, k] (renormalised when configured)
-  Tensor expert_counts;        // [E] i64: slots of this rank's tokens routed to each expert
-  Tensor kept_counts;          // [E] i64: the same after capacity
-  Tensor dropped_slots;        // [T, k] i64: 1 where capacity dropped that slot, else 0 (the
+  Tensor expert_counts;        // [E] i64 on the host: slots of this rank's tokens routed to each expert
+  Tensor kept_counts;          // [E] i64 on the host: the same after capacity
+  Tensor dropped_slots;        // [T, k] i64 (device): 1 where capacity dropped that slot, else 0 (the
                                // `dropped` argument of moe::routing_stats)
   std::int64_t dropped = 0;    // slots dropped by capacity on this rank
   std::int64_t capacity = 0;   // per expert for this batch; 0 = dropless
   std::int64_t tokens = 0;     // T on this rank
 };
 
-class MoeLayer : public nn::Module {
+class MoeLayer : public nn::FeedForward {
  public:
   // ep: the expert-parallel communicator (null = this process alone). Its size P must divide E.
   MoeLayer(const MoeConfig& config, std::shared_ptr<Communicator> ep, RngStream& rng);
 
   // x [..., D] -> [..., D]. Collective over the EP group (every rank calls it, also with 0 tokens).
   Var forward(const Var& x);
+  Var apply(const Var& u) override { return forward(u); }
 
   const MoeConfig& config() const { return config_; }
   const MoeRouting& last_routing() const { return routing_; }
@@ -127,6 +131,9 @@ class MoeLayer : public nn::Module {
   Experts experts;
   std::unique_ptr<nn::Mlp> shared;  // null without a shared expert
 
+ protected:
+  void move_state(Device device) override;
+
  private:
   MoeConfig config_;
   std::shared_ptr<Communicator> comm_;
@@ -134,5 +141,15 @@ class MoeLayer : public nn::Module {
   Tensor selection_bias_;
   MoeRouting routing_;
 };
+
+// The factory a TransformerBlockConfig takes as its sparse_ffn: an MoeLayer of `config` with its
+// experts sharded over `ep` (null = this process holds all experts).
+nn::FeedForwardFactory moe_ffn_factory(const MoeConfig& config, std::shared_ptr<Communicator> ep);
+
+// The MoE layer of a block (null for a dense block, or a sparse FFN of another kind).
+MoeLayer* moe_layer_of(const nn::TransformerBlock& block);
+// The MoE layers of a stack of blocks and the indices of their blocks, in order.
+std::vector<MoeLayer*> moe_layers_of(const nn::ModuleList<nn::TransformerBlock>& blocks);
+std::vector<std::int64_t> moe_block_indices_of(const nn::ModuleList<nn::TransformerBlock>& blocks);
 
 }  // namespace upcycle::moe

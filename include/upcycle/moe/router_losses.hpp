@@ -43,6 +43,11 @@ namespace upcycle::moe {
 // probs [T, E] f32/f64; indices [T, k] i64 with values in [0, E).
 Var load_balancing_loss(const Var& probs, const Tensor& indices, double weight = 0.01,
                         Communicator* comm = nullptr);
+// The same from this rank's counts c_e (the routed slots per expert, which the MoE layer's dispatch
+// has already brought to the host): the probabilities stay on their device, so on the GPU the
+// loss costs no host wait.
+Var load_balancing_loss(const Var& probs, const std::vector<double>& expert_counts, double weight = 0.01,
+                        Communicator* comm = nullptr);
 
 // ---------------------------------------------------------------------------------------------
 // 2. Router z-loss (ST-MoE), local to this rank:
@@ -61,8 +66,8 @@ Var router_z_loss(const Var& logits, double weight = 0.001);
 // so under-used experts (c_e < mean) become more likely to be selected and over-used less.
 class AuxFreeBias {
  public:
-  explicit AuxFreeBias(std::int64_t num_experts, double update_rate = 0.001,
-                       DType dtype = DType::f32, Device device = Device::cpu);
+  // The bias lives on `device` (the MoE layer's).
+  AuxFreeBias(std::int64_t num_experts, double update_rate, DType dtype, Device device);
 
   std::int64_t num_experts() const { return num_experts_; }
   double update_rate() const { return update_rate_; }

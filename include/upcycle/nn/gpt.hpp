@@ -17,7 +17,7 @@ struct GPTConfig {
   std::int64_t vocab = 256, context = 128, depth = 4;
   bool tie_embeddings = true;
   TransformerBlockConfig block;  // causal is forced on
-  // MoE: the 0-based indices of the blocks whose FFN is block.moe (ignored when block.moe is null).
+  // MoE: the 0-based indices of the blocks whose FFN is block.sparse_ffn (ignored when it is not set).
   std::vector<std::int64_t> moe_blocks;
 };
 
@@ -27,9 +27,6 @@ class GPT : public Module {
   // tokens [B, T] (i64, T <= context) -> logits [B, T, V]
   Var forward(const Tensor& tokens, RngStream* dropout_rng = nullptr) const;
   const GPTConfig& config() const { return config_; }
-  // The MoE layers in block order, and the block index of each.
-  std::vector<moe::MoeLayer*> moe_layers() const;
-  std::vector<std::int64_t> moe_block_indices() const;
 
   Var tok_embed;
   Var pos_embed;

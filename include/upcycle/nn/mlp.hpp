@@ -1,5 +1,6 @@
 #pragma once
 #include "upcycle/core/rng.hpp"
+#include "upcycle/nn/feed_forward.hpp"
 #include "upcycle/nn/linear.hpp"
 
 namespace upcycle::nn {
@@ -22,10 +23,11 @@ struct MlpConfig {
 
 // fc2(act(fc1(x))). Parameters: "fc1/weight" [F, D] ([2F, D] for swiglu), "fc1/bias", "fc2/weight" [D, F],
 // "fc2/bias" [D]. The MoE experts copy these tensors, so keep the layout.
-class Mlp : public Module {
+class Mlp : public FeedForward {
  public:
   Mlp(const MlpConfig& config, RngStream& rng);
   Var forward(const Var& x) const;  // x [..., D] -> [..., D]
+  Var apply(const Var& u) override { return forward(u); }
   const MlpConfig& config() const { return config_; }
 
   Linear fc1;

@@ -47,8 +47,18 @@ class Module {
   bool training() const { return training_; }
   // Converts every parameter to `dtype` (f64 for gradient checks); drops accumulated gradients.
   void to(DType dtype);
+  // Moves every parameter, and every module's other state (move_state), to `device`; drops
+  // accumulated gradients. Models are initialised on the host from the seeded stream (the values do
+  // not depend on the device) and moved once, before the optimiser makes its state beside them.
+  void to(Device device);
+  // The device of the parameters (cpu for a module without any).
+  Device device() const;
 
  protected:
+  // Tensors a module keeps besides its parameters (the MoE layer's selection bias); Module::to
+  // calls it on every module of the tree.
+  virtual void move_state(Device /*device*/) {}
+
   // `name` must be non-empty, free of '/', and unique within this module.
   void register_parameter(const std::string& name, Var& parameter);
   void register_module(const std::string& name, Module& module);
@@ -58,6 +68,7 @@ class Module {
   void for_each_parameter(const std::string& prefix,
                           const std::function<void(const std::string&, Var&)>& f) const;
   void check_new_name(const std::string& name) const;
+  void move_tree_state(Device device);
   const Var* find(const std::string& name) const;
 
   std::vector<std::pair<std::string, Var*>> params_;

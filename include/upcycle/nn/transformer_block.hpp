@@ -4,9 +4,8 @@
 #include <vector>
 
 #include "upcycle/core/rng.hpp"
-#include "upcycle/dist/communicator.hpp"
-#include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/nn/attention.hpp"
+#include "upcycle/nn/feed_forward.hpp"
 #include "upcycle/nn/layer_norm.hpp"
 #include "upcycle/nn/mlp.hpp"
 #include "upcycle/nn/module_list.hpp"
@@ -26,16 +25,15 @@ struct TransformerBlockConfig {
   double residual_init_std = 0.02;
   // Dropout on each residual branch's output while training (0 = off).
   double dropout = 0.0;
-  // Mixture-of-Experts FFN: when set, the block registers a moe::MoeLayer under "moe" in place of
-  // the dense Mlp under "mlp" (its d_model must equal d_model). moe_ep is the expert-parallel
-  // communicator the layer shards its experts over (null = this process alone).
-  std::shared_ptr<const moe::MoeConfig> moe;
-  std::shared_ptr<Communicator> moe_ep;
+  // A sparse FFN (the MoE layer: moe::moe_ffn_factory): when set, the block registers what it
+  // builds under "moe" in place of the dense Mlp under "mlp".
+  FeedForwardFactory sparse_ffn;
 };
 
 // Pre-LN block: h = x + attn(ln1(x)); y = h + ffn(ln2(h)), ffn = the dense Mlp or the MoE layer.
 // Parameters: "ln1/...", "attn/qkv/...", "attn/out/...", "ln2/...", then either "mlp/fc1/...",
-// "mlp/fc2/..." (dense) or "moe/router/weight", "moe/experts/w1", ... (MoE, see moe_layer.hpp).
+// "mlp/fc2/..." (dense) or the sparse FFN's under "moe/" ("moe/router/weight", "moe/experts/w1", ...
+// for the MoE layer, see moe_layer.hpp).
 class TransformerBlock : public Module {
  public:
   TransformerBlock(const TransformerBlockConfig& config, RngStream& rng);
@@ -46,9 +44,9 @@ class TransformerBlock : public Module {
   LayerNorm ln1;
   MultiHeadAttention attn;
   LayerNorm ln2;
-  std::unique_ptr<Mlp> mlp;              // dense FFN (null in an MoE block)
-  std::unique_ptr<moe::MoeLayer> moe;    // MoE FFN (null in a dense block)
-  bool is_moe() const { return moe != nullptr; }
+  std::unique_ptr<Mlp> mlp;             // dense FFN (null in a sparse block)
+  std::unique_ptr<FeedForward> sparse;  // sparse FFN, registered as "moe" (null in a dense block)
+  bool is_sparse() const { return sparse != nullptr; }
 
   // Called by forward with the FFN input u = ln2(h) [B, T, D] (empty = none). Upcycling's
   // calibration pass records the tokens that the future experts will see through it.
@@ -59,12 +57,9 @@ class TransformerBlock : public Module {
   TransformerBlockConfig config_;
 };
 
-// The config of block i of a model: `base` with the causal flag set, and the MoE FFN kept only when
-// i is one of `moe_blocks`.
-TransformerBlockConfig block_config_at(const TransformerBlockConfig& base, const std::vector<std::int64_t>& moe_blocks,
-                                       std::int64_t i, bool causal);
-// The MoE layers of a stack of blocks and the indices of their blocks, in order.
-std::vector<moe::MoeLayer*> moe_layers_of(const ModuleList<TransformerBlock>& blocks);
-std::vector<std::int64_t> moe_block_indices_of(const ModuleList<TransformerBlock>& blocks);
+// The config of block i of a model: `base` with the causal flag set, and the sparse FFN kept only
+// when i is one of `sparse_blocks`.
+TransformerBlockConfig block_config_at(const TransformerBlockConfig& base,
+                                       const std::vector<std::int64_t>& sparse_blocks, std::int64_t i, bool causal);
 
 }  // namespace upcycle::nn

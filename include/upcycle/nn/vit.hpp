@@ -18,8 +18,8 @@ struct ViTConfig {
   std::int64_t depth = 4;
   bool mean_pool = false;  // classify from the mean of all tokens instead of the class token
   TransformerBlockConfig block;  // d_model, n_heads, d_ff, activation, dropout, init; causal is off
-  // MoE: the 0-based indices of the blocks whose FFN is block.moe (ignored when block.moe is null;
-  // every block is dense then). The other blocks are dense.
+  // MoE: the 0-based indices of the blocks whose FFN is block.sparse_ffn (ignored when it
+  // is not set; every block is dense then). The other blocks are dense.
   std::vector<std::int64_t> moe_blocks;
   std::int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
   std::int64_t patch_dim() const { return channels * patch_size * patch_size; }
@@ -33,9 +33,6 @@ class ViT : public Module {
   // The token sequence entering block 0: [B, 1 + N, D] (used by calibration later).
   Var embed(const Tensor& images) const;
   const ViTConfig& config() const { return config_; }
-  // The MoE layers in block order, and the block index of each.
-  std::vector<moe::MoeLayer*> moe_layers() const;
-  std::vector<std::int64_t> moe_block_indices() const;
 
   Linear patch_embed;
   Var cls_token;

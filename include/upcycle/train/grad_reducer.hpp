@@ -43,6 +43,8 @@ class GradReducer {
 double grad_norm(const std::vector<Var>& params);
 // Sum of squares of the gradients (no square root), to combine replicated and sharded groups.
 double grad_sum_squares(const std::vector<Var>& params);
+// The same as an f64 [1] tensor on the gradients' device, without waiting for it.
+Tensor grad_sum_squares_on_device(const std::vector<Var>& params);
 // Scales every gradient by `scale` in place (clipping).
 void scale_grads(const std::vector<Var>& params, double scale);
 // Whether every gradient value is finite.

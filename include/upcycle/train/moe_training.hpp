@@ -51,8 +51,8 @@ class MoeTraining {
   bool enabled() const { return !layers_.empty(); }
 
   struct Losses {
-    Var backward;        // what to back-propagate: global losses weighted by the world size
-    double value = 0.0;  // the regularisers' value (each counted once)
+    Var backward;  // what to back-propagate: global losses weighted by the world size
+    Tensor value;  // the regularisers' value (each counted once): f64 [1] on the model's device
   };
   // The router losses of every layer from its last forward (call after Task::loss on every rank;
   // collective over the world when LB or global DPSL is on).
@@ -76,7 +76,9 @@ class MoeTraining {
     moe::MoeLayer* layer;
     std::unique_ptr<moe::AuxFreeBias> bias;  // null unless moe.aux_free_rate > 0
     std::vector<double> loads;               // this step's routed slots per expert (this rank)
-    double lb_sum = 0, z_sum = 0, dpsl_sum = 0;
+    // Sums of the LB, z and DPSL values since the last metrics line (f64 [3] on the model's device,
+    // read on the host only when a metrics line is written).
+    Tensor loss_sums;
     std::int64_t loss_count = 0;
     moe::RoutingStats stats;
     bool has_stats = false;

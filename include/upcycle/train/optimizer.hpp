@@ -1,9 +1,11 @@
 #pragma once
-// AdamW over named parameters. Tensors of rank < 2 (biases, norm gains) get no weight decay.
+// AdamW over named parameters. Tensors of rank < 2 (biases, norm gains) get no weight decay. The
+// moments live beside their parameters (same device), and a step is one multi-tensor kernel.
 #include <string>
 #include <vector>
 
 #include "upcycle/autograd/var.hpp"
+#include "upcycle/backend/backend.hpp"
 
 namespace upcycle {
 
@@ -33,6 +35,7 @@ class AdamW {
 
  private:
   std::vector<Slot> slots_;
+  std::vector<AdamWTensor> batch_;  // the step's tensors, kept to reuse its allocation
   AdamWOptions options_;
   std::int64_t steps_ = 0;
 };

@@ -19,6 +19,8 @@
 
 namespace upcycle {
 
+// A batch. Tasks make it on the host (next_batch); the trainer moves it to the model's device
+// (BatchStager) before the forward pass.
 struct Batch {
   Tensor inputs;   // images [B, C, H, W] f32, or tokens [B, T] i64
   Tensor targets;  // labels [B] i64, or next tokens [B, T] i64
@@ -32,9 +34,11 @@ class Task {
  public:
   virtual ~Task() = default;
   virtual nn::Module& model() = 0;
-  // This rank's share of the next global batch (advances the sampler).
+  // The device the model lives on (run.device, resolved when the task was made).
+  Device device() { return model().device(); }
+  // This rank's share of the next global batch, on the host (advances the sampler).
   virtual Batch next_batch() = 0;
-  // Mean loss over the batch, graph attached.
+  // Mean loss over the batch (on the model's device), graph attached.
   virtual Var loss(const Batch& batch, RngStream* dropout_rng) = 0;
   // Evaluation over the held-out split, sharded over `comm`'s ranks and summed; the same result
   // on every rank. Keys: "accuracy" (images), "val_loss", "bits_per_byte" (text).
@@ -50,7 +54,8 @@ class Task {
   virtual std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const { return {}; }
   // Group-conditioned DPSL: the number of token groups G given E experts, and the group id of
   // every token the MoE layers route for `batch` (i64 [T] in the layers' row order), or an
-  // undefined tensor when every token is in group 0 (G must then be 1).
+  // undefined tensor when every token is in group 0 (G must then be 1). Made on the host from the
+  // labels (an explicit host step) and returned on the batch's device.
   virtual std::int64_t num_token_groups(std::int64_t /*num_experts*/) const { return 1; }
   virtual Tensor token_groups(const Batch& /*batch*/, std::int64_t /*num_groups*/) const { return Tensor(); }
 };

@@ -3,6 +3,7 @@
 // cpu::parallel_for (cpu_parallel.hpp; OpenMP only for `omp simd` and the thread count). Its
 // definitions are split by concern over the cpu_*.cpp files beside this header.
 #include "upcycle/backend/backend.hpp"
+#include "backend/dtype_dispatch.hpp"
 
 namespace upcycle {
 
@@ -12,6 +13,21 @@ class CpuBackend final : public Backend {
   void* allocate(std::size_t bytes) override;
   void deallocate(void* ptr) override;
   void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) override;
+  void* allocate_pinned(std::size_t bytes) override;
+  void deallocate_pinned(void* ptr) override;
+  AllocatorStats allocator_stats() const override;
+  void synchronize() override;
+  StreamHandle compute_stream() override;
+  StreamHandle create_stream() override;
+  void destroy_stream(StreamHandle stream) override;
+  EventHandle create_event() override;
+  void destroy_event(EventHandle event) override;
+  void record_event(EventHandle event, StreamHandle stream) override;
+  void wait_event(StreamHandle stream, EventHandle event) override;
+  void synchronize_event(EventHandle event) override;
+  bool event_done(EventHandle event) override;
+  void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) override;
+  void* workspace(std::size_t bytes) override;
   void fill(Tensor& out, double value) override;
   void cast(const Tensor& src, Tensor& dst) override;
   void arange(Tensor& out, double start, double step) override;
@@ -19,6 +35,8 @@ class CpuBackend final : public Backend {
   void normal(Tensor& out, std::uint64_t seed, std::uint64_t offset, double mean, double std) override;
   void dropout_mask(Tensor& mask, double p, std::uint64_t seed, std::uint64_t offset) override;
   void gemm(const GemmDesc& desc, const Tensor& a, const Tensor& b, Tensor& c) override;
+  void grouped_gemm(bool trans_a, bool trans_b, double alpha, double beta, const std::vector<GemmGroup>& groups) override;
+  void set_allow_tf32(bool allow) override;
   void unary(UnaryOp op, const Tensor& x, Tensor& y) override;
   void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx) override;
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
@@ -28,7 +46,7 @@ class CpuBackend final : public Backend {
   void masked_fill(const Tensor& x, const Tensor& mask, double value, Tensor& out) override;
   void reduce(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis, std::int64_t inner) override;
   void expand_axis(const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis, std::int64_t inner, double alpha) override;
-  void sum_squares(const Tensor& x, Tensor& out) override;
+  void sum_squares(const std::vector<Tensor>& xs, Tensor& out) override;
   void permute(const Tensor& x, Tensor& out, const int* perm) override;
   void copy_axis(const Tensor& src, std::int64_t src_axis, std::int64_t src_off, Tensor& dst, std::int64_t dst_axis, std::int64_t dst_off, std::int64_t outer, std::int64_t len, std::int64_t inner, bool accumulate) override;
   void softmax(const Tensor& x, Tensor& y) override;
@@ -48,28 +66,9 @@ class CpuBackend final : public Backend {
   void scatter_add_last(Tensor& out, const Tensor& idx, const Tensor& src) override;
   void topk(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx) override;
   void argsort(const Tensor& x, bool descending, Tensor& idx) override;
-  void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
-             double eps, double weight_decay, std::int64_t step) override;
+  void moe_dispatch(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity, Tensor& counts,
+                    Tensor& kept_slots, Tensor& kept_tokens, Tensor& slot_dropped) override;
+  void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) override;
 };
-
-// Calls f(T{}) with T = float or double for a floating dtype; throws otherwise.
-template <class F>
-void dispatch_floating(DType dtype, const char* what, F&& f) {
-  switch (dtype) {
-    case DType::f32: f(float{}); return;
-    case DType::f64: f(double{}); return;
-    default: UPCYCLE_THROW(what, ": the CPU backend supports f32 and f64, got ", dtype_name(dtype));
-  }
-}
-
-// Calls f(I{}) with I = int32_t or int64_t for an index dtype.
-template <class F>
-void dispatch_index(DType dtype, const char* what, F&& f) {
-  switch (dtype) {
-    case DType::i32: f(std::int32_t{}); return;
-    case DType::i64: f(std::int64_t{}); return;
-    default: UPCYCLE_THROW(what, ": index tensors must be i32 or i64, got ", dtype_name(dtype));
-  }
-}
 
 }  // namespace upcycle

@@ -1,19 +1,16 @@
 // Elementwise kernels. The op switch sits outside the loops: each case instantiates a loop over a
-// lambda the compiler inlines and vectorises.
+// lambda the compiler inlines and vectorises. The per-element formulas and the argument checks
+// are shared with the CUDA kernels (backend/scalar_math.hpp, backend/checks_elementwise.hpp).
 #include <cmath>
-#include <type_traits>
 
+#include "backend/checks_elementwise.hpp"
+#include "backend/scalar_math.hpp"
 #include "cpu_backend.hpp"
-#include "cpu_math.hpp"
 #include "cpu_parallel.hpp"
 
 namespace upcycle {
 
 namespace {
-
-constexpr double kSqrt2OverPi = 0.7978845608028654;
-constexpr double kInvSqrt2 = 0.7071067811865476;
-constexpr double kInvSqrt2Pi = 0.3989422804014327;
 
 // Elements per parallel chunk at least (below two chunks a loop runs on the calling thread).
 constexpr std::int64_t kGrain = 16384;
@@ -46,106 +43,25 @@ void map_grad(const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx, F 
   });
 }
 
-// f32 paths of the exp-based ops through the vectorisable cpu_math functions (libm's float exp
-// and tanh do not vectorise); f64 keeps libm. Returns false for the other ops.
-bool unary_f32_fast(UnaryOp op, const Tensor& x, Tensor& y) {
-  using namespace cpu_math;
-  switch (op) {
-    case UnaryOp::exp: map1<float>(x, y, [](float v) { return exp_f32(v); }); return true;
-    case UnaryOp::sigmoid: map1<float>(x, y, [](float v) { return sigmoid_f32(v); }); return true;
-    case UnaryOp::silu: map1<float>(x, y, [](float v) { return v * sigmoid_f32(v); }); return true;
-    case UnaryOp::gelu_tanh: map1<float>(x, y, [](float v) { return gelu_tanh_f32(v); }); return true;
-    default: return false;
-  }
-}
-
-bool unary_backward_f32_fast(UnaryOp op, const Tensor& x, const Tensor& gy, Tensor& gx) {
-  using namespace cpu_math;
-  switch (op) {
-    case UnaryOp::gelu_tanh:
-      map_grad<float>(x, Tensor(), gy, gx, [](float v, float) { return gelu_tanh_grad_f32(v); });
-      return true;
-    case UnaryOp::silu:
-      map_grad<float>(x, Tensor(), gy, gx, [](float v, float) {
-        const float e = exp_f32(-v), s = 1.0f / (1.0f + e);
-        return s * (1.0f + v * (e * s));  // 1 - s = e s
-      });
-      return true;
-    default: return false;
-  }
-}
-
+// One loop per op: the formulas (backend/scalar_math.hpp, shared with the CUDA kernels) inline
+// into the lambda; f32 exp, sigmoid, silu and gelu_tanh take the vectorisable exp_f32 there.
 template <class T>
 void unary_typed(UnaryOp op, const Tensor& x, Tensor& y) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (unary_f32_fast(op, x, y)) return;
-  }
-  switch (op) {
-    case UnaryOp::neg: return map1<T>(x, y, [](T v) { return -v; });
-    case UnaryOp::exp: return map1<T>(x, y, [](T v) { return std::exp(v); });
-    case UnaryOp::log: return map1<T>(x, y, [](T v) { return std::log(v); });
-    case UnaryOp::sqrt: return map1<T>(x, y, [](T v) { return std::sqrt(v); });
-    case UnaryOp::rsqrt: return map1<T>(x, y, [](T v) { return T(1) / std::sqrt(v); });
-    case UnaryOp::square: return map1<T>(x, y, [](T v) { return v * v; });
-    case UnaryOp::abs: return map1<T>(x, y, [](T v) { return std::abs(v); });
-    case UnaryOp::tanh: return map1<T>(x, y, [](T v) { return std::tanh(v); });
-    case UnaryOp::sigmoid: return map1<T>(x, y, [](T v) { return T(1) / (T(1) + std::exp(-v)); });
-    case UnaryOp::reciprocal: return map1<T>(x, y, [](T v) { return T(1) / v; });
-    case UnaryOp::relu: return map1<T>(x, y, [](T v) { return v > T(0) ? v : T(0); });
-    case UnaryOp::gelu_tanh:
-      return map1<T>(x, y, [](T v) {
-        const T u = T(kSqrt2OverPi) * (v + T(0.044715) * v * v * v);
-        return T(0.5) * v * (T(1) + std::tanh(u));
-      });
-    case UnaryOp::gelu_erf:
-      return map1<T>(x, y, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * T(kInvSqrt2))); });
-    case UnaryOp::silu: return map1<T>(x, y, [](T v) { return v / (T(1) + std::exp(-v)); });
-  }
-  UPCYCLE_THROW("unknown unary op");
+  scalar_math::dispatch_unary_op(op, [&](auto c) {
+    constexpr UnaryOp kOp = decltype(c)::value;
+    map1<T>(x, y, [](T v) { return scalar_math::unary_value<kOp>(v); });
+  });
 }
 
 template <class T>
 void unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx) {
-  // Derivatives that read y require it; the others read x.
-  const bool from_y = op == UnaryOp::exp || op == UnaryOp::sqrt || op == UnaryOp::tanh ||
-                      op == UnaryOp::sigmoid || op == UnaryOp::reciprocal || op == UnaryOp::rsqrt;
-  UPCYCLE_CHECK(from_y ? y.defined() : x.defined() || op == UnaryOp::neg,
-                "unary_backward: missing the ", from_y ? "output" : "input");
-  if constexpr (std::is_same_v<T, float>) {
-    if (unary_backward_f32_fast(op, x, gy, gx)) return;
-  }
-  switch (op) {
-    case UnaryOp::neg: return map_grad<T>(Tensor(), Tensor(), gy, gx, [](T, T) { return T(-1); });
-    case UnaryOp::exp: return map_grad<T>(Tensor(), y, gy, gx, [](T, T o) { return o; });
-    case UnaryOp::log: return map_grad<T>(x, Tensor(), gy, gx, [](T v, T) { return T(1) / v; });
-    case UnaryOp::sqrt: return map_grad<T>(Tensor(), y, gy, gx, [](T, T o) { return T(0.5) / o; });
-    case UnaryOp::rsqrt:
-      return map_grad<T>(Tensor(), y, gy, gx, [](T, T o) { return T(-0.5) * o * o * o; });
-    case UnaryOp::square: return map_grad<T>(x, Tensor(), gy, gx, [](T v, T) { return T(2) * v; });
-    case UnaryOp::abs:
-      return map_grad<T>(x, Tensor(), gy, gx, [](T v, T) { return v > T(0) ? T(1) : (v < T(0) ? T(-1) : T(0)); });
-    case UnaryOp::tanh: return map_grad<T>(Tensor(), y, gy, gx, [](T, T o) { return T(1) - o * o; });
-    case UnaryOp::sigmoid: return map_grad<T>(Tensor(), y, gy, gx, [](T, T o) { return o * (T(1) - o); });
-    case UnaryOp::reciprocal: return map_grad<T>(Tensor(), y, gy, gx, [](T, T o) { return -o * o; });
-    case UnaryOp::relu: return map_grad<T>(x, Tensor(), gy, gx, [](T v, T) { return v > T(0) ? T(1) : T(0); });
-    case UnaryOp::gelu_tanh:
-      return map_grad<T>(x, Tensor(), gy, gx, [](T v, T) {
-        const T u = T(kSqrt2OverPi) * (v + T(0.044715) * v * v * v);
-        const T t = std::tanh(u);
-        const T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * v * v);
-        return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * du;
-      });
-    case UnaryOp::gelu_erf:
-      return map_grad<T>(x, Tensor(), gy, gx, [](T v, T) {
-        return T(0.5) * (T(1) + std::erf(v * T(kInvSqrt2))) + v * T(kInvSqrt2Pi) * std::exp(T(-0.5) * v * v);
-      });
-    case UnaryOp::silu:
-      return map_grad<T>(x, Tensor(), gy, gx, [](T v, T) {
-        const T s = T(1) / (T(1) + std::exp(-v));
-        return s * (T(1) + v * (T(1) - s));
-      });
-  }
-  UPCYCLE_THROW("unknown unary op");
+  scalar_math::dispatch_unary_op(op, [&](auto c) {
+    constexpr UnaryOp kOp = decltype(c)::value;
+    // Only the operand the derivative reads is passed (see map_grad).
+    map_grad<T>(scalar_math::derivative_reads_input(kOp) ? x : Tensor(),
+                scalar_math::derivative_reads_output(kOp) ? y : Tensor(), gy, gx,
+                [](T v, T o) { return scalar_math::unary_derivative<kOp>(v, o); });
+  });
 }
 
 // out[o * inner + i] = f(a[...], b[...]) where the smaller operand repeats every `inner` elements.
@@ -181,49 +97,34 @@ void map2(const Tensor& a, const Tensor& b, Tensor& out, F f) {
 
 template <class T>
 void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  switch (op) {
-    case BinaryOp::add: return map2<T>(a, b, out, [](T x, T y) { return x + y; });
-    case BinaryOp::sub: return map2<T>(a, b, out, [](T x, T y) { return x - y; });
-    case BinaryOp::mul: return map2<T>(a, b, out, [](T x, T y) { return x * y; });
-    case BinaryOp::div: return map2<T>(a, b, out, [](T x, T y) { return x / y; });
-    case BinaryOp::max: return map2<T>(a, b, out, [](T x, T y) { return x > y ? x : y; });
-    case BinaryOp::min: return map2<T>(a, b, out, [](T x, T y) { return x < y ? x : y; });
-  }
-  UPCYCLE_THROW("unknown binary op");
-}
-
-void check_unary_shapes(const Tensor& x, const Tensor& y, const char* what) {
-  UPCYCLE_CHECK(x.dtype() == y.dtype() && x.numel() == y.numel(), what, ": ", describe(x), " -> ",
-                describe(y));
+  scalar_math::dispatch_binary_op(op, [&](auto c) {
+    constexpr BinaryOp kOp = decltype(c)::value;
+    map2<T>(a, b, out, [](T u, T v) { return scalar_math::binary_value<kOp>(u, v); });
+  });
 }
 
 }  // namespace
 
 void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& y) {
-  check_unary_shapes(x, y, "unary");
+  check_elementwise_pair(x, y, "unary");
   dispatch_floating(x.dtype(), "unary", [&](auto t) { unary_typed<decltype(t)>(op, x, y); });
 }
 
 void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx) {
-  check_unary_shapes(gy, gx, "unary_backward");
-  dispatch_floating(gy.dtype(), "unary_backward",
-                    [&](auto t) { unary_backward_typed<decltype(t)>(op, x, y, gy, gx); });
+  check_elementwise_pair(gy, gx, "unary_backward");
+  dispatch_floating(gy.dtype(), "unary_backward", [&](auto t) {
+    check_unary_backward_operand(op, x, y, gy);
+    unary_backward_typed<decltype(t)>(op, x, y, gy, gx);
+  });
 }
 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  UPCYCLE_CHECK(a.dtype() == b.dtype() && b.dtype() == out.dtype(), "binary: dtypes differ: ",
-                describe(a), ", ", describe(b));
-  const Shape& big = a.numel() >= b.numel() ? a.shape() : b.shape();
-  const Shape& small = a.numel() >= b.numel() ? b.shape() : a.shape();
-  UPCYCLE_CHECK(big == small || is_suffix_of(small, big) || small.numel() == big.numel(),
-                "binary: cannot broadcast ", describe(a), " with ", describe(b),
-                " (the smaller shape must be a suffix of the larger)");
-  UPCYCLE_CHECK(out.numel() == big.numel(), "binary: output ", describe(out), " for ", big.str());
+  check_binary_args(a, b, out);
   dispatch_floating(a.dtype(), "binary", [&](auto t) { binary_typed<decltype(t)>(op, a, b, out); });
 }
 
 void CpuBackend::affine(const Tensor& x, Tensor& out, double alpha, double beta) {
-  check_unary_shapes(x, out, "affine");
+  check_elementwise_pair(x, out, "affine");
   dispatch_floating(x.dtype(), "affine", [&](auto t) {
     using T = decltype(t);
     const T a = static_cast<T>(alpha), b = static_cast<T>(beta);
@@ -232,7 +133,7 @@ void CpuBackend::affine(const Tensor& x, Tensor& out, double alpha, double beta)
 }
 
 void CpuBackend::axpy(double alpha, const Tensor& x, Tensor& y) {
-  check_unary_shapes(x, y, "axpy");
+  check_elementwise_pair(x, y, "axpy");
   dispatch_floating(x.dtype(), "axpy", [&](auto t) {
     using T = decltype(t);
     const T a = static_cast<T>(alpha);
@@ -247,7 +148,7 @@ void CpuBackend::axpy(double alpha, const Tensor& x, Tensor& y) {
 }
 
 void CpuBackend::pow_scalar(const Tensor& x, Tensor& out, double p) {
-  check_unary_shapes(x, out, "pow_scalar");
+  check_elementwise_pair(x, out, "pow_scalar");
   dispatch_floating(x.dtype(), "pow_scalar", [&](auto t) {
     using T = decltype(t);
     const T e = static_cast<T>(p);
@@ -256,9 +157,7 @@ void CpuBackend::pow_scalar(const Tensor& x, Tensor& out, double p) {
 }
 
 void CpuBackend::masked_fill(const Tensor& x, const Tensor& mask, double value, Tensor& out) {
-  check_unary_shapes(x, out, "masked_fill");
-  UPCYCLE_CHECK(mask.numel() > 0 && x.numel() % mask.numel() == 0, "masked_fill: mask ",
-                describe(mask), " does not tile ", describe(x));
+  check_masked_fill_args(x, mask, out);
   dispatch_floating(x.dtype(), "masked_fill", [&](auto t) {
     using T = decltype(t);
     const T v = static_cast<T>(value);

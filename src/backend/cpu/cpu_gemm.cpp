@@ -13,6 +13,7 @@
 
 #include "cpu_backend.hpp"
 #include "cpu_parallel.hpp"
+#include "backend/kernel_checks.hpp"
 
 extern "C" void openblas_set_num_threads(int);
 extern "C" int openblas_get_num_threads(void);
@@ -116,13 +117,7 @@ void gemm_typed(const GemmDesc& d, const Tensor& a, const Tensor& b, Tensor& c) 
 }  // namespace
 
 void CpuBackend::gemm(const GemmDesc& d, const Tensor& a, const Tensor& b, Tensor& c) {
-  UPCYCLE_CHECK(a.dtype() == b.dtype() && b.dtype() == c.dtype(), "gemm: dtypes differ: ",
-                describe(a), ", ", describe(b), ", ", describe(c));
-  UPCYCLE_CHECK(d.m >= 0 && d.n >= 0 && d.k >= 0 && d.batch >= 0, "gemm: negative size");
-  UPCYCLE_CHECK(a.numel() >= (d.batch - 1) * d.stride_a + d.m * d.k &&
-                    b.numel() >= (d.batch - 1) * d.stride_b + d.k * d.n &&
-                    c.numel() >= (d.batch - 1) * d.stride_c + d.m * d.n,
-                "gemm: operands too small for batch ", d.batch, " of ", d.m, "x", d.k, " * ", d.k, "x", d.n);
+  check_gemm_args(d, a, b, c);
   if (d.batch == 0 || d.m == 0 || d.n == 0) return;
   if (d.k == 0) {  // BLAS would leave C untouched; the product is zero.
     for (std::int64_t i = 0; i < d.batch; ++i) {
@@ -134,6 +129,25 @@ void CpuBackend::gemm(const GemmDesc& d, const Tensor& a, const Tensor& b, Tenso
     return;
   }
   dispatch_floating(a.dtype(), "gemm", [&](auto t) { gemm_typed<decltype(t)>(d, a, b, c); });
+}
+
+// The groups one after the other, each product split over the threads as gemm() does.
+void CpuBackend::grouped_gemm(bool trans_a, bool trans_b, double alpha, double beta,
+                              const std::vector<GemmGroup>& groups) {
+  for (std::size_t i = 0; i < groups.size(); ++i) check_gemm_group(groups[i], i);
+  for (const GemmGroup& g : groups) {
+    if (g.m == 0 || g.n == 0) continue;
+    GemmDesc d;
+    d.m = g.m;
+    d.n = g.n;
+    d.k = g.k;
+    d.trans_a = trans_a;
+    d.trans_b = trans_b;
+    d.alpha = alpha;
+    d.beta = beta;
+    Tensor c = g.c;
+    gemm(d, g.k == 0 ? g.c : g.a, g.k == 0 ? g.c : g.b, c);
+  }
 }
 
 }  // namespace upcycle

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <limits>
 
+#include "backend/checks_index.hpp"
 #include "cpu_backend.hpp"
 #include "cpu_parallel.hpp"
 
@@ -32,22 +33,11 @@ void check_indices(const I* idx, std::int64_t n, std::int64_t bound, const char*
                   " is out of range [0, ", bound, ")");
 }
 
-// [rows, cols] view of a tensor's last dim.
-struct LastDim {
-  std::int64_t rows, cols;
-};
-LastDim last_dim(const Tensor& t, const char* what) {
-  UPCYCLE_CHECK(t.ndim() >= 1, what, ": expected at least one dim, got ", describe(t));
-  return {t.shape().prod(0, t.ndim() - 1), t.dim(-1)};
-}
-
 }  // namespace
 
 void CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out) {
-  UPCYCLE_CHECK(table.ndim() == 2, "gather_rows: table must be [V, D], got ", describe(table));
-  const std::int64_t V = table.dim(0), D = table.dim(1), N = idx.numel();
-  UPCYCLE_CHECK(out.dtype() == table.dtype() && out.numel() == N * D, "gather_rows: output ", describe(out),
-                " for ", N, " rows of ", describe(table));
+  const IndexRowsDims dims = check_gather_rows_args(table, idx, out);
+  const std::int64_t V = dims.V, D = dims.D, N = dims.N;
   dispatch_floating(table.dtype(), "gather_rows", [&](auto t) {
     using T = decltype(t);
     dispatch_index(idx.dtype(), "gather_rows", [&](auto it) {
@@ -69,10 +59,8 @@ void CpuBackend::gather_rows(const Tensor& table, const Tensor& idx, Tensor& out
 }
 
 void CpuBackend::index_add_rows(Tensor& out, const Tensor& idx, const Tensor& src) {
-  UPCYCLE_CHECK(out.ndim() == 2, "index_add_rows: output must be [V, D], got ", describe(out));
-  const std::int64_t V = out.dim(0), D = out.dim(1), N = idx.numel();
-  UPCYCLE_CHECK(src.dtype() == out.dtype() && src.numel() == N * D, "index_add_rows: source ", describe(src),
-                " for ", N, " indices into ", describe(out));
+  const IndexRowsDims dims = check_index_add_rows_args(out, idx, src);
+  const std::int64_t V = dims.V, D = dims.D, N = dims.N;
   dispatch_floating(out.dtype(), "index_add_rows", [&](auto t) {
     using T = decltype(t);
     dispatch_index(idx.dtype(), "index_add_rows", [&](auto it) {
@@ -102,20 +90,16 @@ void CpuBackend::index_add_rows(Tensor& out, const Tensor& idx, const Tensor& sr
 }
 
 void CpuBackend::gather_last(const Tensor& x, const Tensor& idx, Tensor& out) {
-  const LastDim xd = last_dim(x, "gather_last"), id = last_dim(idx, "gather_last");
-  UPCYCLE_CHECK(id.rows == xd.rows, "gather_last: indices ", describe(idx), " do not match the rows of ",
-                describe(x));
-  UPCYCLE_CHECK(out.dtype() == x.dtype() && out.numel() == idx.numel(), "gather_last: output ", describe(out),
-                " for indices ", describe(idx));
+  const IndexLastDims dims = check_gather_last_args(x, idx, out);
   dispatch_floating(x.dtype(), "gather_last", [&](auto t) {
     using T = decltype(t);
     dispatch_index(idx.dtype(), "gather_last", [&](auto it) {
       using I = decltype(it);
       const I* pi = idx.data<I>();
-      check_indices(pi, idx.numel(), xd.cols, "gather_last");
+      check_indices(pi, idx.numel(), dims.cols, "gather_last");
       const T* px = x.data<T>();
       T* po = out.data<T>();
-      const std::int64_t rows = id.rows, k = id.cols, cols = xd.cols;
+      const std::int64_t rows = dims.rows, k = dims.k, cols = dims.cols;
       cpu::parallel_for(rows, (16384 + k - 1) / std::max<std::int64_t>(1, k), [&](std::int64_t r0, std::int64_t r1) {
         for (std::int64_t r = r0; r < r1; ++r)
           for (std::int64_t j = 0; j < k; ++j) po[r * k + j] = px[r * cols + static_cast<std::int64_t>(pi[r * k + j])];
@@ -125,20 +109,16 @@ void CpuBackend::gather_last(const Tensor& x, const Tensor& idx, Tensor& out) {
 }
 
 void CpuBackend::scatter_add_last(Tensor& out, const Tensor& idx, const Tensor& src) {
-  const LastDim od = last_dim(out, "scatter_add_last"), id = last_dim(idx, "scatter_add_last");
-  UPCYCLE_CHECK(id.rows == od.rows, "scatter_add_last: indices ", describe(idx), " do not match the rows of ",
-                describe(out));
-  UPCYCLE_CHECK(src.dtype() == out.dtype() && src.numel() == idx.numel(), "scatter_add_last: source ",
-                describe(src), " for indices ", describe(idx));
+  const IndexLastDims dims = check_scatter_add_last_args(out, idx, src);
   dispatch_floating(out.dtype(), "scatter_add_last", [&](auto t) {
     using T = decltype(t);
     dispatch_index(idx.dtype(), "scatter_add_last", [&](auto it) {
       using I = decltype(it);
       const I* pi = idx.data<I>();
-      check_indices(pi, idx.numel(), od.cols, "scatter_add_last");
+      check_indices(pi, idx.numel(), dims.cols, "scatter_add_last");
       const T* ps = src.data<T>();
       T* po = out.data<T>();
-      const std::int64_t rows = id.rows, k = id.cols, cols = od.cols;
+      const std::int64_t rows = dims.rows, k = dims.k, cols = dims.cols;
       // A row's indices only address that row, so rows are independent even with repeats.
       cpu::parallel_for(rows, (16384 + k - 1) / std::max<std::int64_t>(1, k), [&](std::int64_t r0, std::int64_t r1) {
         for (std::int64_t r = r0; r < r1; ++r)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backend/checks_layout.hpp"
 #include "cpu_backend.hpp"
 #include "cpu_parallel.hpp"
 
@@ -10,16 +11,7 @@ namespace upcycle {
 
 namespace {
 
-// Calls f(W{}) with W an unsigned integer as wide as one element of `dtype`.
-template <class F>
-void dispatch_bytes(DType dtype, F&& f) {
-  switch (dtype_size(dtype)) {
-    case 2: f(std::uint16_t{}); return;
-    case 4: f(std::uint32_t{}); return;
-    case 8: f(std::uint64_t{}); return;
-    default: UPCYCLE_THROW("layout kernel: unsupported element size ", dtype_size(dtype), " of ", dtype_name(dtype));
-  }
-}
+// dispatch_bytes (element widths) is shared with the CUDA backend: backend/checks_layout.hpp.
 
 // A permutation reduced to its essential form: size-1 dims dropped and input dims that stay
 // adjacent and in order in the output merged. [B, T, H, D] -> [B, H, T, D] becomes the 4-D
@@ -157,18 +149,8 @@ void permute_tiled(const CoalescedPerm& c, const W* in, W* out, std::int64_t num
 }  // namespace
 
 void CpuBackend::permute(const Tensor& x, Tensor& out, const int* perm) {
+  check_permute_args(x, out, perm);
   const Shape& s = x.shape();
-  const int n = s.ndim();
-  UPCYCLE_CHECK(x.dtype() == out.dtype(), "permute: dtypes differ: ", describe(x), " -> ", describe(out));
-  UPCYCLE_CHECK(out.ndim() == n, "permute: ", describe(x), " -> ", describe(out), ": ranks differ");
-  unsigned seen = 0;
-  for (int i = 0; i < n; ++i) {
-    UPCYCLE_CHECK(perm[i] >= 0 && perm[i] < n && !(seen & (1u << perm[i])), "permute: perm[", i, "] = ", perm[i],
-                  " is not a permutation of 0..", n - 1);
-    seen |= 1u << perm[i];
-    UPCYCLE_CHECK(out.dim(i) == s[perm[i]], "permute: output ", describe(out), " dim ", i, " should be ",
-                  s[perm[i]], " (input ", s.str(), " dim ", perm[i], ")");
-  }
   const std::int64_t numel = x.numel();
   if (numel == 0) return;
   const CoalescedPerm c = coalesce(s, perm);
@@ -188,14 +170,7 @@ void CpuBackend::permute(const Tensor& x, Tensor& out, const int* perm) {
 void CpuBackend::copy_axis(const Tensor& src, std::int64_t src_axis, std::int64_t src_off, Tensor& dst,
                            std::int64_t dst_axis, std::int64_t dst_off, std::int64_t outer, std::int64_t len,
                            std::int64_t inner, bool accumulate) {
-  UPCYCLE_CHECK(src.dtype() == dst.dtype(), "copy_axis: dtypes differ: ", describe(src), " -> ", describe(dst));
-  UPCYCLE_CHECK(outer >= 0 && len >= 0 && inner >= 0 && src.numel() == outer * src_axis * inner &&
-                    dst.numel() == outer * dst_axis * inner,
-                "copy_axis: ", describe(src), " as [", outer, ", ", src_axis, ", ", inner, "] -> ", describe(dst),
-                " as [", outer, ", ", dst_axis, ", ", inner, "]");
-  UPCYCLE_CHECK(src_off >= 0 && src_off + len <= src_axis && dst_off >= 0 && dst_off + len <= dst_axis,
-                "copy_axis: slab of ", len, " at ", src_off, " of ", src_axis, " -> at ", dst_off, " of ", dst_axis,
-                " is out of range");
+  check_copy_axis_args(src, src_axis, src_off, dst, dst_axis, dst_off, outer, len, inner);
   // For each outer index the slab is one contiguous run of len * inner elements on both sides.
   // Runs are cut into chunks so that outer == 1 (a slab of the first axis) still parallelises.
   constexpr std::int64_t kChunk = 16384;

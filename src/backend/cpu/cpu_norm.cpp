@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/checks_rows.hpp"
 #include "cpu_backend.hpp"
 #include "cpu_parallel.hpp"
 
@@ -19,31 +20,7 @@ namespace {
 // chunk buffers (kColumnChunks * D doubles per sum) stay small.
 constexpr std::int64_t kColumnChunks = 32;
 
-struct NormShape {
-  std::int64_t rows = 0, dim = 0;
-};
-
-// Row statistics ([rows]), gamma / beta and their gradients ([D]) have x's dtype and n elements.
-void check_vector(const Tensor& t, const Tensor& x, std::int64_t n, const char* what) {
-  UPCYCLE_CHECK(t.defined() && t.dtype() == x.dtype() && t.numel() == n, what, ": expected ",
-                dtype_name(x.dtype()), " with ", n, " elements, got ", describe(t));
-}
-
-// x as [rows, D]; gamma, when defined, must be [D].
-NormShape norm_shape(const Tensor& x, const Tensor& gamma, const char* what, const char* gamma_what) {
-  UPCYCLE_CHECK(x.defined() && x.ndim() >= 1 && x.dim(-1) > 0, what,
-                ": expected a tensor with a non-empty last dim, got ", describe(x));
-  NormShape s;
-  s.dim = x.dim(-1);
-  s.rows = x.numel() / s.dim;
-  if (gamma.defined()) check_vector(gamma, x, s.dim, gamma_what);
-  return s;
-}
-
-void check_like(const Tensor& t, const Tensor& like, const char* what) {
-  UPCYCLE_CHECK(t.defined() && t.dtype() == like.dtype() && t.shape() == like.shape(), what,
-                ": expected ", describe(like), ", got ", describe(t));
-}
+using row_checks::NormShape;
 
 // Calls row_fn(r, acc_a, acc_b) for every row, where acc_a / acc_b are the row's chunk buffers of
 // D doubles (null when out_a / out_b is null), then writes the column sums to out_a / out_b.
@@ -228,43 +205,27 @@ void rmsnorm_backward_typed(const Tensor& x, const Tensor& gamma, const Tensor& 
 
 void CpuBackend::layernorm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                            Tensor& mean, Tensor& rstd) {
-  const NormShape s = norm_shape(x, gamma, "layernorm", "layernorm gamma");
-  if (beta.defined()) check_vector(beta, x, s.dim, "layernorm beta");
-  check_like(y, x, "layernorm output");
-  check_vector(mean, x, s.rows, "layernorm mean");
-  check_vector(rstd, x, s.rows, "layernorm rstd");
+  const NormShape s = row_checks::check_layernorm(x, gamma, beta, y, mean, rstd);
   dispatch_floating(x.dtype(), "layernorm",
                     [&](auto t) { layernorm_typed<decltype(t)>(x, gamma, beta, eps, y, mean, rstd, s); });
 }
 
 void CpuBackend::layernorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
                                     const Tensor& gy, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
-  const NormShape s = norm_shape(x, gamma, "layernorm_backward", "layernorm_backward gamma");
-  check_vector(mean, x, s.rows, "layernorm_backward mean");
-  check_vector(rstd, x, s.rows, "layernorm_backward rstd");
-  check_like(gy, x, "layernorm_backward gy");
-  check_like(gx, x, "layernorm_backward gx");
-  if (ggamma.defined()) check_vector(ggamma, x, s.dim, "layernorm_backward ggamma");
-  if (gbeta.defined()) check_vector(gbeta, x, s.dim, "layernorm_backward gbeta");
+  const NormShape s = row_checks::check_layernorm_backward(x, gamma, mean, rstd, gy, gx, ggamma, gbeta);
   dispatch_floating(x.dtype(), "layernorm_backward", [&](auto t) {
     layernorm_backward_typed<decltype(t)>(x, gamma, mean, rstd, gy, gx, ggamma, gbeta, s);
   });
 }
 
 void CpuBackend::rmsnorm(const Tensor& x, const Tensor& gamma, double eps, Tensor& y, Tensor& rstd) {
-  const NormShape s = norm_shape(x, gamma, "rmsnorm", "rmsnorm gamma");
-  check_like(y, x, "rmsnorm output");
-  check_vector(rstd, x, s.rows, "rmsnorm rstd");
+  const NormShape s = row_checks::check_rmsnorm(x, gamma, y, rstd);
   dispatch_floating(x.dtype(), "rmsnorm", [&](auto t) { rmsnorm_typed<decltype(t)>(x, gamma, eps, y, rstd, s); });
 }
 
 void CpuBackend::rmsnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& rstd, const Tensor& gy,
                                   Tensor& gx, Tensor& ggamma) {
-  const NormShape s = norm_shape(x, gamma, "rmsnorm_backward", "rmsnorm_backward gamma");
-  check_vector(rstd, x, s.rows, "rmsnorm_backward rstd");
-  check_like(gy, x, "rmsnorm_backward gy");
-  check_like(gx, x, "rmsnorm_backward gx");
-  if (ggamma.defined()) check_vector(ggamma, x, s.dim, "rmsnorm_backward ggamma");
+  const NormShape s = row_checks::check_rmsnorm_backward(x, gamma, rstd, gy, gx, ggamma);
   dispatch_floating(x.dtype(), "rmsnorm_backward", [&](auto t) {
     rmsnorm_backward_typed<decltype(t)>(x, gamma, rstd, gy, gx, ggamma, s);
   });

@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "backend/checks_reduce.hpp"
 #include "cpu_backend.hpp"
 #include "cpu_parallel.hpp"
 
@@ -93,16 +94,13 @@ void reduce_typed(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer,
 
 void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis,
                         std::int64_t inner) {
-  UPCYCLE_CHECK(x.numel() == outer * axis * inner && out.numel() == outer * inner,
-                "reduce: ", describe(x), " as [", outer, ", ", axis, ", ", inner, "] into ", describe(out));
-  UPCYCLE_CHECK(x.dtype() == out.dtype(), "reduce: dtypes differ");
+  check_reduce_args(x, out, outer, axis, inner);
   dispatch_floating(x.dtype(), "reduce", [&](auto t) { reduce_typed<decltype(t)>(op, x, out, outer, axis, inner); });
 }
 
 void CpuBackend::expand_axis(const Tensor& x, Tensor& out, std::int64_t outer, std::int64_t axis,
                              std::int64_t inner, double alpha) {
-  UPCYCLE_CHECK(x.numel() == outer * inner && out.numel() == outer * axis * inner, "expand_axis: ",
-                describe(x), " -> ", describe(out), " as [", outer, ", ", axis, ", ", inner, "]");
+  check_expand_axis_args(x, out, outer, axis, inner);
   dispatch_floating(x.dtype(), "expand_axis", [&](auto t) {
     using T = decltype(t);
     const T* px = x.data<T>();
@@ -121,31 +119,32 @@ void CpuBackend::expand_axis(const Tensor& x, Tensor& out, std::int64_t outer, s
   });
 }
 
-void CpuBackend::sum_squares(const Tensor& x, Tensor& out) {
-  check_dtype(out, DType::f64, "sum_squares output");
-  UPCYCLE_CHECK(out.numel() == 1, "sum_squares: output must have one element");
-  dispatch_floating(x.dtype(), "sum_squares", [&](auto t) {
-    using T = decltype(t);
-    const T* px = x.data<T>();
-    const std::int64_t n = x.numel();
-    // Fixed blocks of kBlock elements summed in block order: the result does not depend on the
-    // thread count.
-    constexpr std::int64_t kBlock = 16384;
-    const std::int64_t blocks = (n + kBlock - 1) / kBlock;
-    std::vector<double> partial(static_cast<std::size_t>(blocks));
-    cpu::parallel_for(blocks, 2, [&](std::int64_t b0, std::int64_t b1) {
-      for (std::int64_t b = b0; b < b1; ++b) {
-        double s = 0.0;
-        const std::int64_t e = std::min(n, (b + 1) * kBlock);
+void CpuBackend::sum_squares(const std::vector<Tensor>& xs, Tensor& out) {
+  check_sum_squares_output(out);
+  double total = 0.0;
+  for (const Tensor& x : xs) {
+    dispatch_floating(x.dtype(), "sum_squares", [&](auto t) {
+      using T = decltype(t);
+      const T* px = x.data<T>();
+      const std::int64_t n = x.numel();
+      // Fixed blocks of kBlock elements summed in block order: the result does not depend on the
+      // thread count.
+      constexpr std::int64_t kBlock = 16384;
+      const std::int64_t blocks = (n + kBlock - 1) / kBlock;
+      std::vector<double> partial(static_cast<std::size_t>(blocks));
+      cpu::parallel_for(blocks, 2, [&](std::int64_t b0, std::int64_t b1) {
+        for (std::int64_t b = b0; b < b1; ++b) {
+          double s = 0.0;
+          const std::int64_t e = std::min(n, (b + 1) * kBlock);
 #pragma omp simd reduction(+ : s)
-        for (std::int64_t i = b * kBlock; i < e; ++i) s += static_cast<double>(px[i]) * static_cast<double>(px[i]);
-        partial[static_cast<std::size_t>(b)] = s;
-      }
+          for (std::int64_t i = b * kBlock; i < e; ++i) s += static_cast<double>(px[i]) * static_cast<double>(px[i]);
+          partial[static_cast<std::size_t>(b)] = s;
+        }
+      });
+      for (double v : partial) total += v;
     });
-    double s = 0.0;
-    for (double v : partial) s += v;
-    out.data<double>()[0] = s;
-  });
+  }
+  out.data<double>()[0] = total;
 }
 
 }  // namespace upcycle

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backend/checks_rows.hpp"
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
 #include "cpu_parallel.hpp"
@@ -14,19 +15,9 @@ namespace upcycle {
 
 namespace {
 
-// x is viewed as [rows, cols] with cols its last dim.
-std::int64_t cols_of(const Tensor& x, const char* what) {
-  UPCYCLE_CHECK(x.defined() && x.ndim() >= 1, what, ": expected a tensor with at least one dim, got ",
-                describe(x));
-  return x.dim(-1);
-}
-std::int64_t rows_of(const Tensor& x, std::int64_t cols) { return cols == 0 ? 0 : x.numel() / cols; }
-
-void check_like(const Tensor& t, const Tensor& like, const char* what) {
-  UPCYCLE_CHECK(t.defined() && t.dtype() == like.dtype() && t.shape() == like.shape(), what,
-                ": expected ", describe(like), ", got ", describe(t));
-}
-
+using row_checks::check_like;
+using row_checks::cols_of;
+using row_checks::rows_of;
 using cpu_math::exp_any;
 
 template <class T>
@@ -127,16 +118,6 @@ void check_targets(const std::int64_t* t, std::int64_t rows, std::int64_t classe
                     ") and is not ignore_index (", ignore_index, ")");
 }
 
-void check_cross_entropy_args(const Tensor& logits, const Tensor& targets, double smoothing,
-                              std::int64_t rows, std::int64_t classes, const char* what) {
-  UPCYCLE_CHECK(classes > 0, what, ": logits need at least one class, got ", describe(logits));
-  check_dtype(targets, DType::i64, what);
-  UPCYCLE_CHECK(targets.numel() == rows, what, ": expected ", rows, " targets for logits ",
-                describe(logits), ", got ", describe(targets));
-  UPCYCLE_CHECK(smoothing >= 0.0 && smoothing <= 1.0, what, ": label smoothing must lie in [0, 1], got ",
-                smoothing);
-}
-
 // The target distribution is q = (1 - eps) onehot(t) + eps / C, so
 // loss = -sum_c q_c log p_c = lse - (1 - eps) x_t - (eps / C) sum_c x_c.
 template <class T>
@@ -224,8 +205,7 @@ void CpuBackend::log_softmax_backward(const Tensor& y, const Tensor& gy, Tensor&
 }
 
 void CpuBackend::causal_mask(Tensor& scores, std::int64_t t, std::int64_t s) {
-  UPCYCLE_CHECK(t > 0 && s > 0 && scores.numel() % (t * s) == 0, "causal_mask: ", describe(scores),
-                " is not a batch of [", t, ", ", s, "] score matrices");
+  row_checks::check_causal_mask_args(scores, t, s);
   const std::int64_t rows = scores.numel() / s;  // batch * t query rows
   dispatch_floating(scores.dtype(), "causal_mask", [&](auto tag) {
     using T = decltype(tag);
@@ -245,13 +225,7 @@ void CpuBackend::causal_mask(Tensor& scores, std::int64_t t, std::int64_t s) {
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index,
                                double smoothing, Tensor& losses, Tensor& lse) {
   const std::int64_t classes = cols_of(logits, "cross_entropy"), rows = rows_of(logits, classes);
-  check_cross_entropy_args(logits, targets, smoothing, rows, classes, "cross_entropy");
-  UPCYCLE_CHECK(losses.defined() && losses.dtype() == logits.dtype() && losses.numel() == rows,
-                "cross_entropy: losses must be ", dtype_name(logits.dtype()), " with ", rows,
-                " elements, got ", describe(losses));
-  UPCYCLE_CHECK(lse.defined() && lse.dtype() == logits.dtype() && lse.numel() == rows,
-                "cross_entropy: lse must be ", dtype_name(logits.dtype()), " with ", rows,
-                " elements, got ", describe(lse));
+  row_checks::check_cross_entropy_forward(logits, targets, smoothing, losses, lse);
   const std::int64_t* tg = targets.data<std::int64_t>();
   check_targets(tg, rows, classes, ignore_index, "cross_entropy");
   dispatch_floating(logits.dtype(), "cross_entropy", [&](auto t) {
@@ -263,11 +237,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
                                         std::int64_t ignore_index, double smoothing, double scale,
                                         Tensor& glogits) {
   const std::int64_t classes = cols_of(logits, "cross_entropy_backward"), rows = rows_of(logits, classes);
-  check_cross_entropy_args(logits, targets, smoothing, rows, classes, "cross_entropy_backward");
-  UPCYCLE_CHECK(lse.defined() && lse.dtype() == logits.dtype() && lse.numel() == rows,
-                "cross_entropy_backward: lse must be ", dtype_name(logits.dtype()), " with ", rows,
-                " elements, got ", describe(lse));
-  check_like(glogits, logits, "cross_entropy_backward glogits");
+  row_checks::check_cross_entropy_backward(logits, targets, lse, smoothing, glogits);
   const std::int64_t* tg = targets.data<std::int64_t>();
   check_targets(tg, rows, classes, ignore_index, "cross_entropy_backward");
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto t) {

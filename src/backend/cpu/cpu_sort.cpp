@@ -7,6 +7,7 @@
 #include <numeric>
 #include <vector>
 
+#include "backend/checks_sort.hpp"
 #include "cpu_backend.hpp"
 #include "cpu_parallel.hpp"
 
@@ -40,12 +41,6 @@ struct Ascending {
     return a < b;
   }
 };
-
-std::int64_t cols_of(const Tensor& x, const char* what) {
-  UPCYCLE_CHECK(x.defined() && x.ndim() >= 1, what, ": expected a tensor with at least one dim, got ",
-                describe(x));
-  return x.dim(-1);
-}
 
 template <class T>
 void topk_typed(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx, std::int64_t rows,
@@ -89,26 +84,15 @@ void argsort_typed(const Tensor& x, bool descending, Tensor& idx, std::int64_t r
 }  // namespace
 
 void CpuBackend::topk(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx) {
-  const std::int64_t cols = cols_of(x, "topk");
-  UPCYCLE_CHECK(k >= 0 && k <= cols, "topk: k must lie in [0, ", cols, "] (the last dim of ",
-                describe(x), "), got ", k);
-  const std::int64_t rows = cols == 0 ? 0 : x.numel() / cols;
-  UPCYCLE_CHECK(values.defined() && values.dtype() == x.dtype() && values.numel() == rows * k,
-                "topk: values must be ", dtype_name(x.dtype()), " with ", rows, " x ", k,
-                " elements, got ", describe(values));
-  check_dtype(idx, DType::i64, "topk indices");
-  UPCYCLE_CHECK(idx.numel() == rows * k, "topk: indices must have ", rows, " x ", k, " elements, got ",
-                describe(idx));
+  const SortRows d = check_topk_args(x, k, values, idx);
+  const std::int64_t rows = d.rows, cols = d.cols;
   if (k == 0) return;
   dispatch_floating(x.dtype(), "topk", [&](auto t) { topk_typed<decltype(t)>(x, k, values, idx, rows, cols); });
 }
 
 void CpuBackend::argsort(const Tensor& x, bool descending, Tensor& idx) {
-  const std::int64_t cols = cols_of(x, "argsort");
-  check_dtype(idx, DType::i64, "argsort indices");
-  UPCYCLE_CHECK(idx.numel() == x.numel(), "argsort: indices must have ", x.numel(), " elements (",
-                describe(x), "), got ", describe(idx));
-  const std::int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  const SortRows d = check_argsort_args(x, idx);
+  const std::int64_t rows = d.rows, cols = d.cols;
   dispatch_floating(x.dtype(), "argsort",
                     [&](auto t) { argsort_typed<decltype(t)>(x, descending, idx, rows, cols); });
 }
