@@ -1,5 +1,6 @@
 #pragma once
 // The state of the CUDA backend's caching allocator (see cuda_memory.cpp for how it is used).
+#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -13,7 +14,7 @@ namespace upcycle {
 class CudaBackend::CachingAllocator {
  public:
   std::mutex mu;
-  std::unordered_map<std::size_t, std::vector<void*>> free_blocks;  // size class -> blocks
+  std::map<std::size_t, std::vector<void*>> free_blocks;  // size class -> blocks (no empty lists)
   std::unordered_map<void*, std::size_t> block_size;                 // every live or cached block
   std::unordered_map<std::size_t, std::vector<void*>> free_pinned;
   std::unordered_map<void*, std::size_t> pinned_size;
@@ -27,8 +28,8 @@ class CudaBackend::CachingAllocator {
         block_size.erase(p);
         ++stats.system_frees;
       }
-      blocks.clear();
     }
+    free_blocks.clear();
     stats.bytes_cached = 0;
   }
 };

@@ -32,6 +32,12 @@ CudaBackend::CudaBackend(int device_index) : device_index_(device_index) {
   // Pedantic FP32 unless TF32 is allowed (set_allow_tf32): the CUDA results then match the CPU's.
   UPCYCLE_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
   init_allocator();
+  UPCYCLE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&upload_ring_), kUploadSlotBytes * kUploadSlots));
+  upload_events_.resize(kUploadSlots);
+  for (cudaEvent_t& e : upload_events_) {
+    UPCYCLE_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    UPCYCLE_CUDA_CHECK(cudaEventRecord(e, stream_));  // every slot starts free
+  }
   UPCYCLE_CUDA_CHECK(cudaMalloc(&error_flag_, sizeof(int)));
   UPCYCLE_CUDA_CHECK(cudaMemsetAsync(error_flag_, 0, sizeof(int), stream_));
   // cuBLAS gets a workspace of its own, kept for the backend's lifetime, so that it never
@@ -47,6 +53,8 @@ CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_);
   if (cublas_) cublasDestroy(cublas_);
   if (error_flag_) cudaFree(error_flag_);
+  for (cudaEvent_t e : upload_events_) cudaEventDestroy(e);
+  if (upload_ring_) cudaFreeHost(upload_ring_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -120,6 +128,25 @@ void CudaBackend::copy_bytes(void* dst, Device dst_device, const void* src, Devi
   const cudaMemcpyKind kind = copy_kind(dst_device, src_device);
   if (kind == cudaMemcpyHostToHost) {
     std::memcpy(dst, src, bytes);
+    return;
+  }
+  if (kind == cudaMemcpyHostToDevice && bytes <= kUploadSlotBytes) {
+    // A small upload (index lists, coefficients, a scalar): staged through a pinned slot, so the
+    // caller may free `src` at once and the host does not wait for the device.
+    const int slot = upload_next_;
+    upload_next_ = (upload_next_ + 1) % kUploadSlots;
+    cudaEvent_t done = upload_events_[static_cast<std::size_t>(slot)];
+    const cudaError_t state = cudaEventQuery(done);
+    if (state == cudaErrorNotReady) {  // the ring went round faster than the device
+      count_host_wait();
+      UPCYCLE_CUDA_CHECK(cudaEventSynchronize(done));
+    } else {
+      UPCYCLE_CUDA_CHECK(state);
+    }
+    char* staging = upload_ring_ + static_cast<std::size_t>(slot) * kUploadSlotBytes;
+    std::memcpy(staging, src, bytes);
+    UPCYCLE_CUDA_CHECK(cudaMemcpyAsync(dst, staging, bytes, kind, stream_));
+    UPCYCLE_CUDA_CHECK(cudaEventRecord(done, stream_));
     return;
   }
   UPCYCLE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream_));

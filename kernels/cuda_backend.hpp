@@ -136,6 +136,14 @@ class CudaBackend final : public Backend {
   std::unique_ptr<CachingAllocator> allocator_;
   void* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 0;
+  // Small host-to-device copies from pageable memory go through this ring of pinned slots, so that
+  // they do not make the host wait (cuda_backend.cpp, copy_bytes). A slot is refilled once the
+  // event recorded after its copy has passed.
+  static constexpr std::size_t kUploadSlotBytes = std::size_t{64} << 10;
+  static constexpr int kUploadSlots = 32;
+  char* upload_ring_ = nullptr;
+  std::vector<cudaEvent_t> upload_events_;
+  int upload_next_ = 0;
 };
 
 }  // namespace upcycle

@@ -1,7 +1,9 @@
 // The CUDA backend's caching allocator (device memory) and its pinned host memory.
 //
 // Device blocks are rounded up to size classes (512-byte multiples below 1 MiB, 1/8 of a power of
-// two above: at most 12.5% waste) and kept by class when freed. A freed block is handed out again
+// two above: at most 12.5% waste) and kept by class when freed. A request takes the smallest cached
+// block of at least its class and less than twice it (MoE expert sizes vary from step to step and
+// still reuse the cache after warm-up). A freed block is handed out again
 // at once: every kernel runs on the one compute stream, so work issued later that reuses the
 // block runs after the work that last used it (stream-ordered reuse, as PyTorch's allocator does
 // for a single stream). Work on another stream that reads a block must be ordered against the
@@ -40,11 +42,14 @@ void* CudaBackend::allocate(std::size_t bytes) {
   CachingAllocator& a = *allocator_;
   std::lock_guard<std::mutex> lock(a.mu);
   void* p = nullptr;
-  auto it = a.free_blocks.find(size);
-  if (it != a.free_blocks.end() && !it->second.empty()) {
+  auto it = a.free_blocks.lower_bound(size);
+  std::size_t block = size;
+  if (it != a.free_blocks.end() && it->first < 2 * size) {
+    block = it->first;
     p = it->second.back();
     it->second.pop_back();
-    a.stats.bytes_cached -= static_cast<std::int64_t>(size);
+    if (it->second.empty()) a.free_blocks.erase(it);
+    a.stats.bytes_cached -= static_cast<std::int64_t>(block);
     ++a.stats.cache_hits;
   } else {
     cudaError_t e = cudaMalloc(&p, size);
@@ -61,7 +66,7 @@ void* CudaBackend::allocate(std::size_t bytes) {
     a.block_size[p] = size;
     ++a.stats.system_allocs;
   }
-  a.stats.bytes_in_use += static_cast<std::int64_t>(size);
+  a.stats.bytes_in_use += static_cast<std::int64_t>(block);
   a.stats.peak_bytes_in_use = std::max(a.stats.peak_bytes_in_use, a.stats.bytes_in_use);
   return p;
 }

@@ -19,6 +19,11 @@ namespace {
 void run(const upcycle::Config& cfg) {
   const std::filesystem::path dir = cfg.get_string("run.dir");
   if (dir.empty()) UPCYCLE_USAGE_ERROR("run.dir is empty, but upcycle_train writes its outputs there: set [run] dir");
+  // The device every stage trains on; "cuda" without a usable GPU fails here, naming the CUDA
+  // error, before anything is written to the run directory.
+  const upcycle::DeviceChoice device = upcycle::choose_device(cfg.get_string("run.device"));
+  if (device.device == upcycle::Device::cuda)
+    upcycle::backend_for(upcycle::Device::cuda).set_allow_tf32(cfg.get_bool("run.allow_tf32"));
   const auto world = upcycle::make_world_communicator();
   if (world->rank() == 0) {
     std::error_code ec;
@@ -29,10 +34,6 @@ void run(const upcycle::Config& cfg) {
     if (cfg.get_string("checkpoint.resume").empty()) upcycle::write_config_file(cfg, (dir / "config.ini").string());
   }
   const int threads = upcycle::configure_cpu_threads(static_cast<int>(cfg.get_int("run.threads")));
-  // The device every stage trains on; "cuda" without a usable GPU fails here, naming the CUDA error.
-  const upcycle::DeviceChoice device = upcycle::choose_device(cfg.get_string("run.device"));
-  if (device.device == upcycle::Device::cuda)
-    upcycle::backend_for(upcycle::Device::cuda).set_allow_tf32(cfg.get_bool("run.allow_tf32"));
   if (world->rank() == 0) {
     std::cout << "upcycle_train: " << world->size() << " rank(s) x " << threads << " thread(s) on "
               << upcycle::device_name(device.device) << ", run dir " << dir.string() << std::endl;

@@ -6,6 +6,7 @@
 
 #include "gradcheck.hpp"
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/core/device_runtime.hpp"
 #include "upcycle/core/rng.hpp"
 #include "upcycle/core/tensor.hpp"
 
@@ -51,6 +52,45 @@ TEST(Tensor, CloneCopiesAndCastConverts) {
   EXPECT_EQ(t.rows(1, 2).item<double>(), -2.5);
   EXPECT_THROW(t.item<double>(), Error);  // two elements
   EXPECT_THROW(t.data<float>(), Error);   // wrong dtype
+}
+
+// A stand-in for a GPU's runtime that keeps its "device" memory on the host, so that device
+// tensors exist on a machine without a GPU. Typed host access must still refuse them.
+class HostBackedDeviceRuntime final : public DeviceRuntime {
+ public:
+  Device device() const override { return Device::cuda; }
+  void* allocate(std::size_t bytes) override { return cpu().allocate(bytes); }
+  void deallocate(void* ptr) override { cpu().deallocate(ptr); }
+  void copy_bytes(void* dst, Device, const void* src, Device, std::size_t bytes) override {
+    cpu().copy_bytes(dst, Device::cpu, src, Device::cpu, bytes);
+  }
+  void fill(Tensor&, double) override { UPCYCLE_THROW("not used"); }
+  void cast(const Tensor&, Tensor&) override { UPCYCLE_THROW("not used"); }
+
+ private:
+  static Backend& cpu() { return backend_for(Device::cpu); }
+};
+
+TEST(Tensor, TypedHostAccessRefusesADeviceTensor) {
+  HostBackedDeviceRuntime fake;
+  register_device_runtime(Device::cuda, &fake);
+  std::string message;
+  {
+    const Tensor host = Tensor::from_vector<float>({1, 2, 3}, {3}, Device::cpu);
+    const Tensor dev = host.to(Device::cuda);
+    EXPECT_EQ(dev.device(), Device::cuda);
+    try {
+      dev.data<float>();
+    } catch (const Error& e) {
+      message = e.message();
+    }
+    // The explicit way: a host copy.
+    EXPECT_EQ(dev.to(Device::cpu).to_vector<float>(), (std::vector<float>{1, 2, 3}));
+    EXPECT_EQ(host.data<float>()[2], 3.0f);
+  }
+  register_device_runtime(Device::cuda, nullptr);
+  EXPECT_NE(message.find("copy it to the host first"), std::string::npos) << message;
+  EXPECT_NE(message.find("cuda"), std::string::npos) << message;
 }
 
 TEST(Tensor, FullAndZeros) {

@@ -20,6 +20,10 @@ std::int64_t product(const Dims& d) {
   return n;
 }
 
+// GCC 12 reports a false -Wfree-nonheap-object on the vectors below once inlined (a known GCC
+// false positive); nothing here frees a non-heap pointer.
+#pragma GCC diagnostic ignored "-Wfree-nonheap-object"
+
 // Naive permute: for every output element, its multi-index, the input multi-index it came from
 // (in[perm[i]] = out[i]) and that element's linear index.
 std::vector<std::int64_t> naive_permute_sources(const Dims& in, const std::vector<int>& perm) {

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
-#include <unordered_map>
+#include <map>
 #include <vector>
 
 #include "backend/checks_creation.hpp"
@@ -25,7 +25,9 @@ Device CpuBackend::device() const { return Device::cpu; }
 // allocates the same activation and gradient sizes every time, and reusing them saves the
 // allocator calls and, above all, the page faults of fresh pages (large blocks come from mmap and
 // would be faulted in and zeroed by the kernel on every step). Size classes are 64 bytes apart
-// below 64 KiB and 1/8 of a power of two apart above (at most 12.5% waste). The cache holds at
+// below 64 KiB and 1/8 of a power of two apart above (at most 12.5% waste). A request takes the
+// smallest cached block of at least its class and less than twice it, so sizes that vary from step
+// to step (an MoE layer's per-expert rows) still reuse the cache after warm-up. The cache holds at
 // most UPCYCLE_CPU_CACHE_MB MiB (default 1024; 0 turns it off) and is emptied when an allocation
 // fails. Counters (AllocatorStats) let tests check that a warm training step allocates nothing new.
 namespace {
@@ -43,7 +45,7 @@ std::size_t size_class(std::size_t bytes) {
 
 struct BlockCache {
   std::mutex mu;
-  std::unordered_map<std::size_t, std::vector<void*>> free;  // size class -> raw blocks
+  std::map<std::size_t, std::vector<void*>> free;  // size class -> raw blocks (no empty lists)
   std::size_t cached = 0;
   std::size_t limit = std::size_t{1024} << 20;
   AllocatorStats stats;
@@ -63,8 +65,8 @@ struct BlockCache {
     for (auto& [size, blocks] : free) {
       stats.system_frees += static_cast<std::int64_t>(blocks.size());
       for (void* raw : blocks) std::free(raw);
-      blocks.clear();
     }
+    free.clear();
     cached = 0;
     stats.bytes_cached = 0;
     return any;
@@ -83,12 +85,13 @@ void* CpuBackend::allocate(std::size_t bytes) {
   const std::size_t size = size_class(bytes);
   BlockCache& cache = block_cache();
   std::lock_guard<std::mutex> lock(cache.mu);
-  auto it = cache.free.find(size);
+  auto it = cache.free.lower_bound(size);
   void* raw = nullptr;
-  if (it != cache.free.end() && !it->second.empty()) {
+  if (it != cache.free.end() && it->first < 2 * size) {
     raw = it->second.back();
     it->second.pop_back();
-    cache.cached -= size;
+    cache.cached -= it->first;
+    if (it->second.empty()) cache.free.erase(it);
     ++cache.stats.cache_hits;
   } else {
     raw = std::aligned_alloc(64, size + kHeader);
@@ -98,7 +101,7 @@ void* CpuBackend::allocate(std::size_t bytes) {
     *static_cast<std::size_t*>(raw) = size;
   }
   AllocatorStats& st = cache.stats;
-  st.bytes_in_use += static_cast<std::int64_t>(size);
+  st.bytes_in_use += static_cast<std::int64_t>(*static_cast<const std::size_t*>(raw));
   st.peak_bytes_in_use = std::max(st.peak_bytes_in_use, st.bytes_in_use);
   st.bytes_cached = static_cast<std::int64_t>(cache.cached);
   return static_cast<char*>(raw) + kHeader;
