@@ -29,8 +29,9 @@ CudaBackend::CudaBackend(int device_index) : device_index_(device_index) {
   UPCYCLE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   UPCYCLE_CUBLAS_CHECK(cublasCreate(&cublas_));
   UPCYCLE_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-  // Pedantic FP32 unless TF32 is allowed (set_allow_tf32): the CUDA results then match the CPU's.
-  UPCYCLE_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
+  // FP32 products compute in FP32 unless TF32 is allowed (set_allow_tf32): the compute type of
+  // every call says so, and the default math mode lets it decide.
+  UPCYCLE_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
   init_allocator();
   UPCYCLE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&upload_ring_), kUploadSlotBytes * kUploadSlots));
   upload_events_.resize(kUploadSlots);
@@ -60,7 +61,7 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::set_allow_tf32(bool allow) {
   allow_tf32_ = allow;
-  UPCYCLE_CUBLAS_CHECK(cublasSetMathMode(cublas_, allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+  UPCYCLE_CUBLAS_CHECK(cublasSetMathMode(cublas_, allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 }
 
 void CudaBackend::count_host_wait() { ++host_waits_; }

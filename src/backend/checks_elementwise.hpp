@@ -25,15 +25,16 @@ inline void check_unary_backward_operand(UnaryOp op, const Tensor& x, const Tens
                 " for gradient ", describe(gy));
 }
 
-// binary: one dtype; equal shapes, or the smaller shape a suffix of the larger (equal element
-// counts also pass: the operands are then read elementwise); out holds the larger.
+// binary: one dtype; equal shapes, or one shape a suffix of the other's (equal element counts also
+// pass: the operands are then read elementwise); out holds the larger. The larger is decided by
+// the suffix relation, not by element count: [0, 7] with [7] is a valid, empty broadcast.
 inline void check_binary_args(const Tensor& a, const Tensor& b, const Tensor& out) {
   UPCYCLE_CHECK(a.dtype() == b.dtype() && b.dtype() == out.dtype(), "binary: dtypes differ: ", describe(a), ", ",
                 describe(b));
-  const Shape& big = a.numel() >= b.numel() ? a.shape() : b.shape();
-  const Shape& small = a.numel() >= b.numel() ? b.shape() : a.shape();
-  UPCYCLE_CHECK(big == small || is_suffix_of(small, big) || small.numel() == big.numel(), "binary: cannot broadcast ",
-                describe(a), " with ", describe(b), " (the smaller shape must be a suffix of the larger)");
+  const bool b_in_a = is_suffix_of(b.shape(), a.shape()), a_in_b = is_suffix_of(a.shape(), b.shape());
+  UPCYCLE_CHECK(b_in_a || a_in_b || a.numel() == b.numel(), "binary: cannot broadcast ", describe(a), " with ",
+                describe(b), " (the smaller shape must be a suffix of the larger)");
+  const Shape& big = b_in_a ? a.shape() : a_in_b ? b.shape() : a.shape();
   UPCYCLE_CHECK(out.numel() == big.numel(), "binary: output ", describe(out), " for ", big.str());
 }
 

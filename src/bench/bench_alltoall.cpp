@@ -13,15 +13,14 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "upcycle/autograd/var.hpp"
 #include "upcycle/dist/all_to_all.hpp"
 #include "upcycle/dist/world.hpp"
@@ -29,26 +28,19 @@
 namespace {
 
 using namespace upcycle;
-using Clock = std::chrono::steady_clock;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // Median over iterations of the per-iteration max over ranks (a barrier before each).
 double time_op(const std::function<void()>& op, int warmup, int iters) {
   std::vector<double> times;
   for (int i = 0; i < warmup + iters; ++i) {
     MPI_Barrier(MPI_COMM_WORLD);
-    const auto t0 = Clock::now();
+    const auto t0 = bench::Clock::now();
     op();
-    double s = std::chrono::duration<double>(Clock::now() - t0).count(), m = 0.0;
+    double s = bench::seconds_since(t0), m = 0.0;
     MPI_Allreduce(&s, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     if (i >= warmup) times.push_back(m);
   }
-  return median(times);
+  return bench::median(times);
 }
 
 std::string human(std::int64_t bytes) {
@@ -61,28 +53,21 @@ std::string human(std::int64_t bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::int64_t min_bytes = 1 << 10, max_bytes = std::int64_t{64} << 20, row = 64;
+  int max_iters = 200, min_iters = 10, warmup = 5;
+  bench::Args args("bench_alltoall", "All-to-all bandwidth: Communicator::all_to_all_v, raw MPI_Alltoallv and the "
+                                     "autograd op (under an MPI launcher).");
+  args.add("min", min_bytes, "smallest message per rank, bytes")
+      .add("max", max_bytes, "largest message per rank, bytes (sizes double from --min)")
+      .add("row", row, "floats per row")
+      .add("iters", max_iters, "most timed iterations per size")
+      .add("min-iters", min_iters, "fewest timed iterations per size")
+      .add("warmup", warmup, "untimed iterations per size");
+  args.parse(argc, argv);
+  if (min_bytes < 1 || max_bytes < min_bytes || row < 1 || min_iters < 1 || max_iters < min_iters || warmup < 0)
+    args.fail("want 1 <= --min <= --max, --row >= 1, 1 <= --min-iters <= --iters, --warmup >= 0");
   MpiSession session(argc, argv);
   try {
-    std::int64_t min_bytes = 1 << 10, max_bytes = std::int64_t{64} << 20, row = 64;
-    int max_iters = 200, min_iters = 10, warmup = 5;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return argv[++i];
-      };
-      if (a == "--min") min_bytes = std::stoll(value());
-      else if (a == "--max") max_bytes = std::stoll(value());
-      else if (a == "--row") row = std::stoll(value());
-      else if (a == "--iters") max_iters = std::stoi(value());
-      else if (a == "--min-iters") min_iters = std::stoi(value());
-      else if (a == "--warmup") warmup = std::stoi(value());
-      else {
-        std::cerr << "usage: bench_alltoall [--min BYTES] [--max BYTES] [--row FLOATS] [--iters MAX] "
-                     "[--min-iters MIN] [--warmup W]\n";
-        return 2;
-      }
-    }
     if (!session.active()) {
       std::cerr << "bench_alltoall: start it under an MPI launcher (mpirun -np N, also N = 1)\n";
       return 2;

@@ -22,14 +22,13 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "upcycle/backend/threads.hpp"
 #include "upcycle/init/spherical_kmeans.hpp"
 
@@ -38,7 +37,9 @@ extern "C" void openblas_set_num_threads(int);
 namespace {
 
 using namespace upcycle;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::median;
+using bench::seconds_since;
 
 struct Args {
   std::int64_t n = 65536, d = 64, k = 8, iters = 25;
@@ -49,25 +50,24 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string o = argv[i];
-    if (i + 1 >= argc) throw std::runtime_error("option " + o + " wants a value");
-    const char* v = argv[++i];
-    if (o == "--n") a.n = std::stoll(v);
-    else if (o == "--d") a.d = std::stoll(v);
-    else if (o == "--k") a.k = std::stoll(v);
-    else if (o == "--iters") a.iters = std::stoll(v);
-    else if (o == "--threads") a.threads = std::stoi(v);
-    else if (o == "--rounds") a.rounds = std::stoi(v);
-    else if (o == "--seed") a.seed = std::stoull(v);
-    else if (o == "--only") {
-      a.run_ours = std::string(v) == "upcycle";
-      a.run_faiss = std::string(v) == "faiss";
-      if (!a.run_ours && !a.run_faiss) throw std::runtime_error("--only wants upcycle or faiss");
-    }
-    else throw std::runtime_error("unknown option " + o);
-  }
-  if (a.n < a.k || a.d < 1 || a.k < 1 || a.iters < 1 || a.rounds < 1) throw std::runtime_error("bad sizes");
+  std::string only = "both";
+  bench::Args args("bench_kmeans", "upcycle's spherical k-means against FAISS's on the same clustered tokens, "
+                                   "iterations and threads.");
+  args.add("n", a.n, "tokens")
+      .add("d", a.d, "dimensions")
+      .add("k", a.k, "clusters")
+      .add("iters", a.iters, "Lloyd iterations (both run exactly this many)")
+      .add("threads", a.threads, "CPU threads (0: the cores)")
+      .add("rounds", a.rounds, "repeats; medians are reported")
+      .add("seed", a.seed, "seed of the tokens and of both seedings")
+      .add("only", only, "both, or upcycle / faiss alone (for profiling; no ratio)");
+  args.parse(argc, argv);
+  if (only != "both" && only != "upcycle" && only != "faiss")
+    args.fail("--only wants upcycle, faiss or both, got '" + only + "'");
+  a.run_ours = only != "faiss";
+  a.run_faiss = only != "upcycle";
+  if (a.n < a.k || a.d < 1 || a.k < 1 || a.iters < 1 || a.rounds < 1)
+    args.fail("want --d, --k, --iters, --rounds >= 1 and --n >= --k");
   return a;
 }
 
@@ -128,14 +128,6 @@ double mean_best_cosine(const std::vector<float>& u, const std::vector<float>& c
   }
   return total / static_cast<double>(n);
 }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size();
-  return m % 2 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
-}
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 int run(int argc, char** argv) {
   const Args a = parse(argc, argv);

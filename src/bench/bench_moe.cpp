@@ -3,6 +3,7 @@
 // on the same tokens, measured in the same run. DESIGN aims at moe / dense <= 1.3x.
 //   bench_moe [--threads N] [--iters I] [--warmup W] [--experts E] [--top-k K] [--case T,D,F]...
 //   launch/mpirun_local.sh 2 build/src/bench_moe          (EP over the world: P = world size)
+// (`bench_moe --help` lists the options with their defaults.)
 // Every rank holds T tokens of its own; each timed step starts after a barrier and its time is the
 // max over ranks (the slowest rank sets the step time). Dense, MoE and the phased copy run
 // interleaved in every iteration so that load from other processes hits them alike; the table
@@ -12,13 +13,13 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "upcycle/backend/backend.hpp"
 #include "upcycle/dist/all_to_all.hpp"
 #include "upcycle/dist/world.hpp"
@@ -34,33 +35,14 @@ extern "C" void openblas_set_num_threads(int);
 namespace {
 
 using namespace upcycle;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-Tensor randn(const Shape& s, std::uint64_t seed) {
-  Tensor t = Tensor::empty(s, DType::f32, Device::cpu);
-  backend_for(Device::cpu).normal(t, seed, 0, 0.0, 1.0);
-  return t;
-}
-
-Tensor ones_like(const Tensor& t) { return Tensor::full(t.shape(), 1.0, t.dtype(), t.device()); }
+using bench::Clock;
+using bench::max_over_ranks;
+using bench::median;
+using bench::ones_like;
+using bench::seconds_since;
 
 Tensor index_tensor(const std::vector<std::int64_t>& v) {
   return Tensor::from_vector(v, {static_cast<std::int64_t>(v.size())}, Device::cpu);
-}
-
-// Elementwise max over ranks of a vector of seconds.
-std::vector<double> max_over_ranks(Communicator& comm, const std::vector<double>& v) {
-  Tensor t = Tensor::from_vector(v, {static_cast<std::int64_t>(v.size())}, Device::cpu);
-  comm.all_reduce(t, CommReduce::max);
-  return t.to_vector<double>();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // Phases of the breakdown (forward phases, then the whole backward).
@@ -137,34 +119,27 @@ struct Case {
 }  // namespace
 
 int main(int argc, char** argv) {
+  int threads = omp_get_max_threads(), iters = 10, warmup = 2;
+  std::int64_t experts = 8, top_k = 2;
+  std::vector<std::string> case_args = {"4096,256,512", "2048,512,1024", "1024,768,1536"};
+  bench::Args args("bench_moe", "Forward+backward of an expert-parallel MoE layer against a dense FFN of the same "
+                                "active parameters (EP over mpirun's world).");
+  args.add("threads", threads, "CPU threads per rank")
+      .add("iters", iters, "timed iterations")
+      .add("warmup", warmup, "untimed iterations before them")
+      .add("experts", experts, "experts E")
+      .add("top-k", top_k, "experts per token k")
+      .add("case", case_args, "T,D,F: tokens per rank, width, expert FFN width (repeatable)");
+  args.parse(argc, argv);
+  std::vector<Case> cases;
+  for (const std::string& a : case_args) {
+    Case c{};
+    if (std::sscanf(a.c_str(), "%ld,%ld,%ld", &c.tokens, &c.d_model, &c.d_ff) != 3)
+      args.fail("--case wants T,D,F, got '" + a + "'");
+    cases.push_back(c);
+  }
   MpiSession session(argc, argv);
   try {
-    int threads = omp_get_max_threads(), iters = 10, warmup = 2;
-    std::int64_t experts = 8, top_k = 2;
-    std::vector<Case> cases;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return argv[++i];
-      };
-      if (a == "--threads") threads = std::stoi(value());
-      else if (a == "--iters") iters = std::stoi(value());
-      else if (a == "--warmup") warmup = std::stoi(value());
-      else if (a == "--experts") experts = std::stoll(value());
-      else if (a == "--top-k") top_k = std::stoll(value());
-      else if (a == "--case") {
-        Case c{};
-        if (std::sscanf(value().c_str(), "%ld,%ld,%ld", &c.tokens, &c.d_model, &c.d_ff) != 3)
-          throw std::runtime_error("--case wants T,D,F");
-        cases.push_back(c);
-      } else {
-        std::cerr << "usage: bench_moe [--threads N] [--iters I] [--warmup W] [--experts E] [--top-k K] "
-                     "[--case T,D,F]...\n";
-        return 2;
-      }
-    }
-    if (cases.empty()) cases = {{4096, 256, 512}, {2048, 512, 1024}, {1024, 768, 1536}};
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
 
@@ -184,7 +159,7 @@ int main(int argc, char** argv) {
     std::vector<Row> rows;
     for (const Case& c : cases) {
       // Inputs differ per rank (their own tokens), weights are the same global set on every rank.
-      auto x = std::make_shared<Var>(randn({c.tokens, c.d_model}, 1000 + static_cast<std::uint64_t>(rank)), true);
+      auto x = std::make_shared<Var>(bench::randn({c.tokens, c.d_model}, 1000 + static_cast<std::uint64_t>(rank)), true);
 
       nn::MlpConfig dc;
       dc.d_model = c.d_model;

@@ -1,55 +1,45 @@
-// bench_train: training throughput of the default main job's model (configs/fashion_vit_tiny.ini: a
-// ViT of width 64, depth 4, 4 heads, FFN 128, 4x4 patches on 28x28 one-channel images, batch 128)
-// on the CPU backend and, in the same invocation, of the same model in PyTorch (Debian
-// python3-torch, run by src/bench/bench_train_torch.py) with the same thread count. One step is
-// what the trainer does: forward, mean cross-entropy, backward, global gradient-norm clipping and
-// an AdamW update. Inputs are random images and labels (a few fixed batches cycled).
+// bench_train: training throughput of a ViT on one backend and, in the same invocation, of the same
+// model in PyTorch (run by src/bench/bench_train_torch.py, same device, same thread count).
+// `bench_train --help` lists the options. Shapes (--shape):
+//   vit-tiny  the default main job's model (configs/fashion_vit_tiny.ini: width 64, depth 4,
+//             4 heads, FFN 128, 4x4 patches on 28x28 one-channel images, batch 128);
+//   vit-b16   ViT-B/16: 224x224x3 images, 16x16 patches, width 768, depth 12, 12 heads, FFN 3072,
+//             1000 classes, batch 64.
+// One step is what the trainer does: forward, mean cross-entropy, backward, global gradient-norm
+// clipping and an AdamW update. Inputs are random images and labels (a few fixed batches cycled).
 // Prints tokens/s of both (a token is an image patch or the class token: B * (1 + N) per step)
 // and the ratio upcycle / torch (> 1: upcycle is faster), then a per-kernel profile of a few extra
 // upcycle steps (taken after the timed steps, so the timing carries no profiler overhead).
+// With --peak-tflops, also the model FLOP utilisation of both (the formula is printed with it).
 //
-// PyTorch runs twice: as configured by torch.set_num_threads(N) alone, and with
+// On the CPU PyTorch runs twice: as configured by torch.set_num_threads(N) alone, and with
 // OPENBLAS_NUM_THREADS=1 as well. Debian's torch calls the pthread OpenBLAS, whose own pool (one
 // thread per core) ignores set_num_threads: with N = 1 its GEMMs still use every core, with N > 1
 // the two pools oversubscribe the cores. The ratio is taken against the faster of the two runs.
-//   bench_train [--threads N] [--steps S] [--warmup W] [--batch B] [--rounds R]
-//               [--experts E] [--top-k K] [--profile-steps P] [--detail] [--no-torch]
-//               [--python /usr/bin/python3] [--json out.jsonl]
+// On the GPU (--device cuda) it runs once, on the same GPU.
 // --experts E > 0 makes every other block (1, 3, ...) an MoE layer with E experts, top-k routing
 // (renormalised gates, dropless, one process), and adds the load-balancing (0.01) and z (0.001)
 // router losses, on both sides.
-// --rounds R repeats the whole measurement (upcycle, then both torch runs) R times, one after the
-// other so that each ratio compares runs taken close in time on a shared machine, and reports the
-// median ratio.
-#include <omp.h>
-
-#include <algorithm>
-#include <chrono>
+// --rounds R repeats the whole measurement (upcycle, then torch) R times, one after the other so
+// that each ratio compares runs taken close in time on a shared machine, and reports the median
+// ratio.
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <functional>
-#include <iostream>
-#include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "upcycle/backend/backend.hpp"
 #include "upcycle/backend/profiling.hpp"
 #include "upcycle/backend/threads.hpp"
 #include "upcycle/core/rng.hpp"
 #include "upcycle/moe/moe_layer.hpp"
 #include "upcycle/moe/router_losses.hpp"
-#include "upcycle/ops/elementwise.hpp"
 #include "upcycle/nn/vit.hpp"
+#include "upcycle/ops/elementwise.hpp"
 #include "upcycle/ops/loss.hpp"
 #include "upcycle/train/grad_reducer.hpp"
 #include "upcycle/train/optimizer.hpp"
-
-#ifndef UPCYCLE_SOURCE_DIR
-#define UPCYCLE_SOURCE_DIR "."
-#endif
 
 namespace {
 
@@ -57,24 +47,36 @@ using namespace upcycle;
 
 struct Options {
   int threads = 0, steps = 30, warmup = 5, profile_steps = 10, rounds = 1;
-  std::int64_t batch = 128, experts = 0, top_k = 2;
-  double lr = 1e-3, weight_decay = 0.05, clip = 1.0, lb_weight = 0.01, z_weight = 0.001;
-  bool torch = true, detail = false;
-  std::string python = "/usr/bin/python3", json_path;
+  std::int64_t batch = 0, experts = 0, top_k = 2;  // batch 0: the shape's own
+  double lr = 1e-3, weight_decay = 0.05, clip = 1.0, lb_weight = 0.01, z_weight = 0.001, peak_tflops = 0.0;
+  bool no_torch = false, detail = false, tf32 = false;
+  std::string shape = "vit-tiny", device = "cpu", python = "/usr/bin/python3",
+              script = bench::peer_script("bench_train_torch.py"), json_path;
 };
 
-// The model of configs/fashion_vit_tiny.ini at 4x4 patches, with the schema's defaults for what it
-// leaves out; with experts, every other block's FFN is an MoE layer.
-nn::ViTConfig main_job_vit(const Options& o) {
+// The model of --shape, with the schema's defaults for what configs/fashion_vit_tiny.ini leaves
+// out; with experts, every other block's FFN is an MoE layer.
+nn::ViTConfig vit_config(const Options& o) {
   nn::ViTConfig v;
-  v.image_size = 28;
-  v.patch_size = 4;
-  v.channels = 1;
-  v.num_classes = 10;
-  v.depth = 4;
-  v.block.d_model = 64;
-  v.block.n_heads = 4;
-  v.block.d_ff = 128;
+  if (o.shape == "vit-b16") {
+    v.image_size = 224;
+    v.patch_size = 16;
+    v.channels = 3;
+    v.num_classes = 1000;
+    v.depth = 12;
+    v.block.d_model = 768;
+    v.block.n_heads = 12;
+    v.block.d_ff = 3072;
+  } else {
+    v.image_size = 28;
+    v.patch_size = 4;
+    v.channels = 1;
+    v.num_classes = 10;
+    v.depth = 4;
+    v.block.d_model = 64;
+    v.block.n_heads = 4;
+    v.block.d_ff = 128;
+  }
   v.block.activation = nn::MlpActivation::gelu_tanh;
   v.block.bias = true;
   v.block.ln_eps = 1e-5;
@@ -104,19 +106,20 @@ struct Batch {
   Tensor images, targets;
 };
 
-std::vector<Batch> random_batches(const nn::ViTConfig& v, std::int64_t batch, int count) {
+// Made on the CPU (the same values on every device), then moved.
+std::vector<Batch> random_batches(const nn::ViTConfig& v, std::int64_t batch, int count, Device device) {
   std::vector<Batch> out;
   for (int i = 0; i < count; ++i) {
     Batch b;
-    b.images = Tensor::empty({batch, v.channels, v.image_size, v.image_size}, DType::f32, Device::cpu);
-    backend_for(Device::cpu).normal(b.images, 1000 + static_cast<std::uint64_t>(i), 0, 0.0, 1.0);
+    b.images = bench::randn({batch, v.channels, v.image_size, v.image_size}, 1000 + static_cast<std::uint64_t>(i))
+                   .to(device);
     std::vector<std::int64_t> labels(static_cast<std::size_t>(batch));
     std::uint64_t s = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(i + 1);
     for (auto& l : labels) {
       s = s * 6364136223846793005ull + 1442695040888963407ull;
       l = static_cast<std::int64_t>((s >> 33) % static_cast<std::uint64_t>(v.num_classes));
     }
-    b.targets = Tensor::from_vector<std::int64_t>(labels, {batch}, Device::cpu);
+    b.targets = Tensor::from_vector<std::int64_t>(labels, {batch}, device);
     out.push_back(std::move(b));
   }
   return out;
@@ -124,9 +127,11 @@ std::vector<Batch> random_batches(const nn::ViTConfig& v, std::int64_t batch, in
 
 class Trainer {
  public:
-  Trainer(const nn::ViTConfig& v, const Options& o)
-      : rng_(1234), model_(v, rng_), opt_(model_.named_parameters(), adamw_options(o)),
-        params_(model_.parameters()), opts_(o) {
+  // The model is initialised on the host and moved before the optimiser makes its state beside
+  // the parameters.
+  Trainer(const nn::ViTConfig& v, const Options& o, Device device)
+      : rng_(1234), model_(v, rng_), opt_((model_.to(device), model_.named_parameters()), adamw_options(o)),
+        params_(model_.parameters()), opts_(o), stats_(Tensor::empty({2}, DType::f64, device)) {
     model_.train(true);
   }
 
@@ -149,18 +154,22 @@ class Trainer {
       total.backward();
     }
     for (moe::MoeLayer* layer : moe::moe_layers_of(model_.blocks)) layer->clear_routing();
+    std::vector<double> sv;
     {
       profile::Region r("clip");
-      if (opts_.clip > 0) {
-        const double gnorm = grad_norm(params_);
-        if (gnorm > opts_.clip) scale_grads(params_, opts_.clip / gnorm);
-      }
+      // The loss and the squared gradient norm reach the host together: one wait for the device
+      // per step, as in the trainer.
+      stats_.rows(0, 1).copy_from(loss.value().to(DType::f64).reshape({1}));
+      stats_.rows(1, 2).copy_from(grad_sum_squares_on_device(params_));
+      sv = stats_.to_vector<double>();
+      const double gnorm = std::sqrt(sv[1]);
+      if (opts_.clip > 0 && gnorm > opts_.clip) scale_grads(params_, opts_.clip / gnorm);
     }
     {
       profile::Region r("optimizer");
       opt_.step(opts_.lr);
     }
-    return static_cast<double>(loss.value().item<float>());
+    return sv[0];
   }
 
   std::int64_t num_parameters() const { return model_.num_parameters(); }
@@ -177,128 +186,110 @@ class Trainer {
   AdamW opt_;
   std::vector<Var> params_;
   Options opts_;
+  Tensor stats_;  // [loss, sum of squared gradients]
 };
 
 struct Timing {
   double median_s = 0, mean_s = 0, first_loss = 0, last_loss = 0;
 };
 
-Timing time_steps(const std::function<double(int)>& step, int warmup, int steps) {
-  Timing t;
-  std::vector<double> times;
-  for (int i = 0; i < warmup + steps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double loss = step(i);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i == 0) t.first_loss = loss;
-    t.last_loss = loss;
-    if (i >= warmup) times.push_back(s);
-  }
-  for (double s : times) t.mean_s += s / static_cast<double>(times.size());
-  std::sort(times.begin(), times.end());
-  t.median_s = times[times.size() / 2];
-  return t;
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-double json_number(const std::string& line, const std::string& key) {
-  const auto at = line.find("\"" + key + "\": ");
-  if (at == std::string::npos) return NAN;
-  return std::stod(line.substr(at + key.size() + 4));
-}
-
 // Runs the PyTorch peer (env: a VAR=VALUE prefix or empty); false when it failed.
-bool run_torch(const Options& o, const nn::ViTConfig& v, const std::string& env, Timing& out) {
-  std::ostringstream cfg;
-  cfg << "{\"image_size\": " << v.image_size << ", \"patch_size\": " << v.patch_size << ", \"channels\": " << v.channels
-      << ", \"num_classes\": " << v.num_classes << ", \"depth\": " << v.depth << ", \"d_model\": " << v.block.d_model
-      << ", \"heads\": " << v.block.n_heads << ", \"ffn\": " << v.block.d_ff << ", \"batch\": " << o.batch
-      << ", \"experts\": " << o.experts << ", \"top_k\": " << o.top_k << ", \"lb_weight\": " << o.lb_weight
-      << ", \"z_weight\": " << o.z_weight << ", \"lr\": " << o.lr << ", \"weight_decay\": " << o.weight_decay
-      << ", \"clip\": " << o.clip << "}";
-  const std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + shell_quote(o.python) + " " +
-                          shell_quote(std::string(UPCYCLE_SOURCE_DIR) + "/src/bench/bench_train_torch.py") +
-                          " --threads " + std::to_string(o.threads) + " --steps " + std::to_string(o.steps) +
-                          " --warmup " + std::to_string(o.warmup) + " " + shell_quote(cfg.str());
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (!pipe) return false;
-  char line[1024];
+bool run_torch(const Options& o, const nn::ViTConfig& v, Device device, const std::string& env, Timing& out) {
+  JsonObject cfg;
+  cfg.add("image_size", v.image_size).add("patch_size", v.patch_size).add("channels", v.channels);
+  cfg.add("num_classes", v.num_classes).add("depth", v.depth).add("d_model", v.block.d_model);
+  cfg.add("heads", v.block.n_heads).add("ffn", v.block.d_ff).add("batch", o.batch).add("experts", o.experts);
+  cfg.add("top_k", o.top_k).add("lb_weight", o.lb_weight).add("z_weight", o.z_weight).add("lr", o.lr);
+  cfg.add("weight_decay", o.weight_decay).add("clip", o.clip);
+  std::vector<std::string> cmd = {o.python, o.script, "--threads", std::to_string(o.threads), "--steps",
+                                  std::to_string(o.steps), "--warmup", std::to_string(o.warmup), "--device",
+                                  bench::device_name(device)};
+  if (o.tf32) cmd.push_back("--tf32");
+  cmd.push_back(cfg.str());
+  const auto lines = bench::run_peer(cmd, env);
   bool found = false;
-  while (std::fgets(line, sizeof line, pipe)) {
-    const std::string s(line);
+  for (const auto& s : lines ? *lines : std::vector<std::string>()) {
     if (s.find("\"median_s\"") == std::string::npos) continue;
-    out.median_s = json_number(s, "median_s");
-    out.mean_s = json_number(s, "mean_s");
-    out.first_loss = json_number(s, "first_loss");
-    out.last_loss = json_number(s, "last_loss");
+    out.median_s = bench::json_number(s, "median_s");
+    out.mean_s = bench::json_number(s, "mean_s");
+    out.first_loss = bench::json_number(s, "first_loss");
+    out.last_loss = bench::json_number(s, "last_loss");
     found = true;
   }
-  const int rc = ::pclose(pipe);
-  if (rc != 0 || !found) {
-    std::cerr << "bench_train: the PyTorch peer failed (is python3-torch installed?)\n";
-    return false;
-  }
-  return true;
+  if (!found) std::fprintf(stderr, "bench_train: the PyTorch peer failed (is python3-torch installed?)\n");
+  return found;
 }
 
-int usage() {
-  std::cerr << "usage: bench_train [--threads N] [--steps S] [--warmup W] [--batch B] [--rounds R]\n"
-               "                   [--experts E] [--top-k K] [--profile-steps P] [--detail] [--no-torch]\n"
-               "                   [--python PATH] [--json FILE]\n";
-  return 2;
+// Parameters a token passes through: all of them, less the experts it is not routed to.
+std::int64_t active_parameters(const nn::ViTConfig& v, const Options& o, std::int64_t total) {
+  if (o.experts == 0) return total;
+  const std::int64_t d = v.block.d_model, f = v.block.d_ff, per_expert = 2 * d * f + f + d;
+  return total - static_cast<std::int64_t>(v.moe_blocks.size()) * (o.experts - o.top_k) * per_expert;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "bench_train: " << a << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--threads") o.threads = std::stoi(value());
-    else if (a == "--steps") o.steps = std::stoi(value());
-    else if (a == "--warmup") o.warmup = std::stoi(value());
-    else if (a == "--batch") o.batch = std::stoll(value());
-    else if (a == "--rounds") o.rounds = std::stoi(value());
-    else if (a == "--experts") o.experts = std::stoll(value());
-    else if (a == "--top-k") o.top_k = std::stoll(value());
-    else if (a == "--profile-steps") o.profile_steps = std::stoi(value());
-    else if (a == "--detail") o.detail = true;
-    else if (a == "--no-torch") o.torch = false;
-    else if (a == "--python") o.python = value();
-    else if (a == "--json") o.json_path = value();
-    else return usage();
-  }
+  bench::Args args("bench_train", "Training throughput of a ViT (forward, cross-entropy, backward, clipping, AdamW) "
+                                  "against PyTorch on the same device.");
+  args.add("shape", o.shape, "vit-tiny (the main job's model) or vit-b16")
+      .add("device", o.device, "cpu, cuda or auto")
+      .flag("tf32", o.tf32, "let GEMMs round f32 inputs to TF32 on the GPU (both sides)")
+      .add("threads", o.threads, "CPU threads (0: the cores / local ranks)")
+      .add("steps", o.steps, "timed steps per round")
+      .add("warmup", o.warmup, "untimed steps before them")
+      .add("batch", o.batch, "images per step", "128 (vit-b16: 64)")
+      .add("rounds", o.rounds, "repeats of the whole measurement; the median ratio is reported")
+      .add("experts", o.experts, "> 0: blocks 1, 3, ... are MoE layers with this many experts")
+      .add("top-k", o.top_k, "experts per token")
+      .add("peak-tflops", o.peak_tflops, "the device's peak f32 TFLOP/s, to report model FLOP utilisation (0: none)")
+      .add("profile-steps", o.profile_steps, "upcycle steps profiled after the timing (0: no profile)")
+      .flag("detail", o.detail, "profile by GEMM shape and op as well")
+      .flag("no-torch", o.no_torch, "time upcycle only")
+      .add("python", o.python, "the Python that runs the PyTorch peer")
+      .add("torch-script", o.script, "the PyTorch peer")
+      .add("json", o.json_path, "also write one JSON line per round to this file", "none");
+  args.parse(argc, argv);
+  if (o.shape != "vit-tiny" && o.shape != "vit-b16") args.fail("--shape must be vit-tiny or vit-b16, got '" + o.shape + "'");
+  if (o.batch == 0) o.batch = o.shape == "vit-b16" ? 64 : 128;
   if (o.steps < 1 || o.warmup < 0 || o.batch < 1 || o.profile_steps < 0 || o.rounds < 1 || o.experts < 0 ||
-      (o.experts > 0 && (o.top_k < 1 || o.top_k > o.experts)))
-    return usage();
+      o.peak_tflops < 0)
+    args.fail("--steps, --batch and --rounds must be positive; --warmup, --profile-steps, --experts and "
+              "--peak-tflops not negative");
+  if (o.experts > 0 && (o.top_k < 1 || o.top_k > o.experts)) args.fail("--top-k must be in [1, --experts]");
+  const Device device = bench::choose(args, o.device, o.tf32);
+  const bool gpu = device == Device::cuda;
   o.threads = configure_cpu_threads(o.threads);
 
-  const nn::ViTConfig v = main_job_vit(o);
-  const std::int64_t tokens = o.batch * (1 + v.num_patches());
-  const auto batches = random_batches(v, o.batch, 4);
-  Trainer trainer(v, o);
+  const nn::ViTConfig v = vit_config(o);
+  const std::int64_t seq = 1 + v.num_patches(), tokens = o.batch * seq;
+  const auto batches = random_batches(v, o.batch, 4, device);
+  Trainer trainer(v, o, device);
   if (o.experts > 0)
     std::printf("bench_train: MoE in blocks 1, 3, ...: %lld experts, top-%lld\n", static_cast<long long>(o.experts),
                 static_cast<long long>(o.top_k));
   std::printf("bench_train: ViT D%lld depth %lld H%lld F%lld patch %lld, %lld parameters, batch %lld "
-              "(%lld tokens/step), %d threads, median of %d steps after %d warm-up%s\n",
+              "(%lld tokens/step), %d threads, %smedian of %d steps after %d warm-up%s\n",
               static_cast<long long>(v.block.d_model), static_cast<long long>(v.depth),
               static_cast<long long>(v.block.n_heads), static_cast<long long>(v.block.d_ff),
               static_cast<long long>(v.patch_size), static_cast<long long>(trainer.num_parameters()),
-              static_cast<long long>(o.batch), static_cast<long long>(tokens), o.threads, o.steps, o.warmup,
+              static_cast<long long>(o.batch), static_cast<long long>(tokens), o.threads,
+              gpu ? (o.tf32 ? "on cuda (TF32 on), " : "on cuda (TF32 off), ") : "", o.steps, o.warmup,
               profile::enabled() ? " (UPCYCLE_PROFILE is set: the timing includes the profiler)" : "");
+  // Model FLOPs: 6 per active parameter and token (forward 2, backward 4) plus attention's scores
+  // and weighted sums, 12 L T d per token; the head on the class token alone is counted per token.
+  const std::int64_t active = active_parameters(v, o, trainer.num_parameters());
+  const double step_flops =
+      static_cast<double>(tokens) * (6.0 * static_cast<double>(active) +
+                                     12.0 * static_cast<double>(v.depth * seq * v.block.d_model));
+  auto mfu = [&](double step_s) { return step_flops / step_s / (o.peak_tflops * 1e12); };
+  if (o.peak_tflops > 0)
+    std::printf("bench_train: MFU = model FLOPs / step time / %.1f TFLOP/s; model FLOPs per token = 6 N + 12 L T d "
+                "(N = %lld active parameters, L = %lld, T = %lld, d = %lld) = %.4g, %.4g per step\n",
+                o.peak_tflops, static_cast<long long>(active), static_cast<long long>(v.depth),
+                static_cast<long long>(seq), static_cast<long long>(v.block.d_model),
+                step_flops / static_cast<double>(tokens), step_flops);
   std::fflush(stdout);
 
   auto row = [&](const char* name, const Timing& t) {
@@ -306,14 +297,22 @@ int main(int argc, char** argv) {
                 static_cast<double>(tokens) / t.median_s, t.first_loss, t.last_loss);
   };
   std::vector<double> ratios, ours_ms, theirs_ms;
-  std::ofstream json;
-  if (!o.json_path.empty()) json.open(o.json_path);
+  MetricsWriter json = bench::json_lines(o.json_path);
   for (int round = 0; round < o.rounds; ++round) {
-    const Timing ours = time_steps(
-        [&](int i) { return trainer.step(batches[static_cast<std::size_t>(i) % batches.size()]); }, o.warmup, o.steps);
+    Timing ours;
+    const std::vector<double> times = bench::time_calls(
+        [&](int i) {
+          const double loss = trainer.step(batches[static_cast<std::size_t>(i) % batches.size()]);
+          if (i == 0) ours.first_loss = loss;
+          ours.last_loss = loss;
+        },
+        o.warmup, o.steps, device);
+    for (double s : times) ours.mean_s += s / static_cast<double>(times.size());
+    ours.median_s = bench::median(times);
     Timing torch_default, torch_blas1;
-    const bool have_default = o.torch && run_torch(o, v, "", torch_default);
-    const bool have_blas1 = o.torch && run_torch(o, v, "OPENBLAS_NUM_THREADS=1", torch_blas1);
+    const bool have_default = !o.no_torch && run_torch(o, v, device, "", torch_default);
+    // The OpenBLAS setting only exists on the CPU.
+    const bool have_blas1 = !o.no_torch && !gpu && run_torch(o, v, device, "OPENBLAS_NUM_THREADS=1", torch_blas1);
     const bool have_torch = have_default || have_blas1;
     // The faster PyTorch configuration is the one compared against.
     const Timing& theirs =
@@ -330,45 +329,47 @@ int main(int argc, char** argv) {
       ratios.push_back(ours_tps / theirs_tps);
       theirs_ms.push_back(theirs.median_s * 1e3);
     }
+    if (o.peak_tflops > 0) {
+      std::printf("MFU: upcycle %.1f%% (%.1f TFLOP/s)", 100.0 * mfu(ours.median_s), step_flops / ours.median_s / 1e12);
+      if (have_torch)
+        std::printf(", torch %.1f%% (%.1f TFLOP/s)", 100.0 * mfu(theirs.median_s), step_flops / theirs.median_s / 1e12);
+      std::printf("\n");
+    }
     ours_ms.push_back(ours.median_s * 1e3);
     std::fflush(stdout);
-    if (json) {
-      json << "{\"bench\": \"train_vit_tiny\", \"experts\": " << o.experts << ", \"round\": " << round << ", \"threads\": " << o.threads
-           << ", \"batch\": " << o.batch << ", \"tokens_per_step\": " << tokens
-           << ", \"upcycle_step_ms\": " << ours.median_s * 1e3 << ", \"upcycle_tokens_per_s\": " << ours_tps
-           << ", \"torch_step_ms\": " << (have_torch ? theirs.median_s * 1e3 : 0.0)
-           << ", \"torch_tokens_per_s\": " << theirs_tps
-           << ", \"torch_default_step_ms\": " << (have_default ? torch_default.median_s * 1e3 : 0.0)
-           << ", \"torch_openblas1_step_ms\": " << (have_blas1 ? torch_blas1.median_s * 1e3 : 0.0)
-           << ", \"ratio\": " << (have_torch ? ours_tps / theirs_tps : 0.0) << "}\n";
-    }
+    JsonObject line;
+    line.add("bench", o.shape == "vit-b16" ? "train_vit_b16" : "train_vit_tiny").add("device", bench::device_name(device));
+    line.add("experts", o.experts).add("round", round).add("threads", o.threads).add("batch", o.batch);
+    line.add("tokens_per_step", tokens).add("upcycle_step_ms", ours.median_s * 1e3).add("upcycle_tokens_per_s", ours_tps);
+    line.add("torch_step_ms", have_torch ? theirs.median_s * 1e3 : 0.0).add("torch_tokens_per_s", theirs_tps);
+    line.add("torch_default_step_ms", have_default ? torch_default.median_s * 1e3 : 0.0);
+    line.add("torch_openblas1_step_ms", have_blas1 ? torch_blas1.median_s * 1e3 : 0.0);
+    line.add("ratio", have_torch ? ours_tps / theirs_tps : 0.0);
+    if (o.peak_tflops > 0) line.add("upcycle_mfu", mfu(ours.median_s)).add("torch_mfu", have_torch ? mfu(theirs.median_s) : 0.0);
+    json.write(line);
   }
   if (o.rounds > 1) {
-    auto median = [](std::vector<double> v) {
-      if (v.empty()) return 0.0;
-      std::sort(v.begin(), v.end());
-      return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-    };
-    std::printf("median over %d rounds: upcycle %.3f ms/step (%.0f tokens/s)", o.rounds, median(ours_ms),
-                static_cast<double>(tokens) / (median(ours_ms) * 1e-3));
+    std::printf("median over %d rounds: upcycle %.3f ms/step (%.0f tokens/s)", o.rounds, bench::median(ours_ms),
+                static_cast<double>(tokens) / (bench::median(ours_ms) * 1e-3));
     if (!ratios.empty())
-      std::printf(", torch %.3f ms/step, ratio upcycle/torch %.3fx", median(theirs_ms), median(ratios));
+      std::printf(", torch %.3f ms/step, ratio upcycle/torch %.3fx", bench::median(theirs_ms), bench::median(ratios));
     std::printf("\n");
     std::fflush(stdout);
   }
 
   if (o.profile_steps > 0) {
     const bool was_on = profile::enabled();
-    profile::enable(Device::cpu, o.detail);
+    profile::enable(device, o.detail);
     profile::reset();
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = bench::Clock::now();
     for (int i = 0; i < o.profile_steps; ++i) trainer.step(batches[static_cast<std::size_t>(i) % batches.size()]);
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    backend_for(device).synchronize();
+    const double wall = bench::seconds_since(t0);
     std::printf("\nprofile of %d upcycle steps (%.3f ms/step with the profiler on):\n", o.profile_steps,
                 wall * 1e3 / o.profile_steps);
     std::fflush(stdout);
     profile::print(stdout, 30, wall);
-    if (!was_on) profile::disable(Device::cpu);
+    if (!was_on) profile::disable(device);
     profile::reset();  // nothing left for an at-exit print
   }
   return 0;

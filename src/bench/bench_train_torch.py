@@ -11,12 +11,15 @@ out like upcycle's moe::MoeLayer: a router Linear [E, D] (no bias), softmax, top
 renormalised over the k selected experts, dropless; E GELU tanh MLP experts run the usual PyTorch
 way, a loop over experts with index_select / index_add_; the loss adds, per MoE layer, the Switch
 load-balancing loss lb * E * sum_e f_e P_e and the router z-loss z * mean(logsumexp(logits)^2).
-Usage: bench_train_torch.py --threads N --steps S --warmup W CONFIG_JSON
+The model and the batches are made on the CPU from the same seed and then moved to the device, so
+they hold the same values on every device.
+Usage: bench_train_torch.py --threads N --steps S [--warmup W] [--device cpu|cuda] [--tf32] CONFIG_JSON
 """
 import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -47,7 +50,7 @@ class MoE(torch.nn.Module):
         gates, idx = probs.topk(self.k, dim=-1)
         gates = gates / gates.sum(-1, keepdim=True)
         flat_idx = idx.reshape(-1)
-        flat_tok = torch.arange(t).repeat_interleave(self.k)
+        flat_tok = torch.arange(t, device=x.device).repeat_interleave(self.k)
         flat_gate = gates.reshape(-1)
         out = torch.zeros_like(x)
         for e in range(self.e):
@@ -113,7 +116,8 @@ class ViT(torch.nn.Module):
 
     def aux_loss(self):
         """The router losses of the MoE blocks (0 for a dense model)."""
-        return sum((blk.moe.aux for blk in self.blocks if isinstance(blk, MoeBlock)), torch.zeros(()))
+        return sum((blk.moe.aux for blk in self.blocks if isinstance(blk, MoeBlock)),
+                   torch.zeros((), device=self.pos_embed.device))
 
 
 def main():
@@ -121,12 +125,16 @@ def main():
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--tf32", action="store_true", help="let f32 matmuls use TF32 on the GPU")
     ap.add_argument("config")
     args = ap.parse_args()
     c = json.loads(args.config)
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.manual_seed(0)
-    model = ViT(c)
+    model = ViT(c).to(device)
     model.train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -134,10 +142,13 @@ def main():
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=c["lr"], betas=(0.9, 0.999), eps=1e-8)
     b, s = c["batch"], c["image_size"]
-    batches = [(torch.randn(b, c["channels"], s, s), torch.randint(0, c["num_classes"], (b,))) for _ in range(4)]
+    batches = [(torch.randn(b, c["channels"], s, s).to(device), torch.randint(0, c["num_classes"], (b,)).to(device))
+               for _ in range(4)]
     times, losses = [], []
     for i in range(args.warmup + args.steps):
         x, y = batches[i % len(batches)]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
@@ -146,12 +157,13 @@ def main():
             torch.nn.utils.clip_grad_norm_(model.parameters(), c["clip"])
         opt.step()
         losses.append(loss.item())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
-    mean = sum(times) / len(times)
-    times.sort()
-    print(json.dumps({"median_s": times[len(times) // 2], "mean_s": mean, "first_loss": losses[0],
-                      "last_loss": losses[-1], "threads": torch.get_num_threads()}), flush=True)
+    print(json.dumps({"median_s": statistics.median(times), "mean_s": statistics.fmean(times),
+                      "first_loss": losses[0], "last_loss": losses[-1], "threads": torch.get_num_threads(),
+                      "device": args.device}), flush=True)
 
 
 if __name__ == "__main__":

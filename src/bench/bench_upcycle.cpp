@@ -11,13 +11,11 @@
 #include <lapacke.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "upcycle/backend/backend.hpp"
 #include "upcycle/backend/threads.hpp"
 #include "upcycle/dist/world.hpp"
@@ -26,7 +24,10 @@
 namespace {
 
 using namespace upcycle;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::median;
+using bench::randn;
+using bench::seconds_since;
 
 struct Args {
   std::int64_t d = 64, dff = 128, experts = 4, tokens = 65536;
@@ -35,28 +36,18 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) throw UsageError(__FILE__, __LINE__, k + " needs a value");
-      return argv[++i];
-    };
-    if (k == "--d") a.d = std::atoll(next());
-    else if (k == "--dff") a.dff = std::atoll(next());
-    else if (k == "--experts") a.experts = std::atoll(next());
-    else if (k == "--tokens") a.tokens = std::atoll(next());
-    else if (k == "--threads") a.threads = std::atoi(next());
-    else if (k == "--rounds") a.rounds = std::atoi(next());
-    else throw UsageError(__FILE__, __LINE__, "unknown argument " + k +
-                          " (--d --dff --experts --tokens --threads --rounds)");
-  }
+  bench::Args args("bench_upcycle", "Every upcycling method and the phases of cluster-aware upcycling for one FFN, "
+                                    "with LAPACKE_dgesdd as the SVD phase's peer (tokens split over mpirun's ranks).");
+  args.add("d", a.d, "model width")
+      .add("dff", a.dff, "FFN hidden units")
+      .add("experts", a.experts, "experts E")
+      .add("tokens", a.tokens, "calibration tokens (over all ranks)")
+      .add("threads", a.threads, "CPU threads per rank (0: the cores / local ranks)")
+      .add("rounds", a.rounds, "repeats; medians are reported");
+  args.parse(argc, argv);
+  if (a.d < 1 || a.dff < 1 || a.experts < 1 || a.tokens < a.experts || a.rounds < 1)
+    args.fail("want --d, --dff, --experts, --rounds >= 1 and --tokens >= --experts");
   return a;
-}
-
-Tensor randn(const Shape& s, std::uint64_t seed, double std = 1.0) {
-  Tensor t = Tensor::empty(s, DType::f32, Device::cpu);
-  backend_for(Device::cpu).normal(t, seed, 0, 0.0, std);
-  return t;
 }
 
 // This rank's share of n tokens: E random directions, each token = 3 * direction + N(0, 1) noise.
@@ -79,16 +70,7 @@ init::CalibrationShard synthetic_tokens(const Args& a, int rank, int world) {
   return s;
 }
 
-double max_over_ranks(Communicator& comm, double v) {
-  Tensor t = Tensor::from_vector<double>({v}, {1}, Device::cpu);
-  comm.all_reduce(t, CommReduce::max);
-  return t.to_vector<double>()[0];
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+double max_over_ranks(Communicator& comm, double v) { return bench::max_over_ranks(comm, {v})[0]; }
 
 // One dgesdd (thin, singular vectors) of a [m, n] double matrix: the peer of the SVD phase.
 double time_dgesdd(std::int64_t m, std::int64_t n) {
@@ -100,7 +82,7 @@ double time_dgesdd(std::int64_t m, std::int64_t n) {
   const auto t0 = Clock::now();
   const int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', static_cast<int>(m), static_cast<int>(n), a.data(),
                                   static_cast<int>(n), s.data(), u.data(), static_cast<int>(k), vt.data(), static_cast<int>(n));
-  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double secs = seconds_since(t0);
   if (info != 0) throw Error(__FILE__, __LINE__, "LAPACKE_dgesdd failed with info " + std::to_string(info));
   return secs;
 }
@@ -108,9 +90,9 @@ double time_dgesdd(std::int64_t m, std::int64_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const Args a = parse(argc, argv);
   MpiSession mpi(argc, argv);
   try {
-    const Args a = parse(argc, argv);
     auto world = make_world_communicator();
     const int threads = configure_cpu_threads(a.threads);
     const bool root = world->rank() == 0;
@@ -139,7 +121,7 @@ int main(int argc, char** argv) {
         init::BlockReport rep;
         const auto t0 = Clock::now();
         m.run(ctx, ffn, rep);
-        total.push_back(max_over_ranks(*world, std::chrono::duration<double>(Clock::now() - t0).count()));
+        total.push_back(max_over_ranks(*world, seconds_since(t0)));
         for (auto& [p, s] : rep.seconds) s = max_over_ranks(*world, s);
         phases.push_back(rep.seconds);
       }
@@ -170,6 +152,7 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_upcycle: %s\n", e.what());
-    return 2;
+    mpi.abort_job(1);
+    return 1;
   }
 }

@@ -7,16 +7,18 @@
 // into blocks of C rows (or columns) with one OpenBLAS call per block, a batch of small products
 // over the batch. C is never split along k, so every element of C is one single-threaded dot
 // product over the whole k whatever the thread count: the results do not depend on it.
-#include <cblas.h>
-
 #include <algorithm>
 
 #include "cpu_backend.hpp"
 #include "cpu_parallel.hpp"
 #include "backend/kernel_checks.hpp"
 
+#ifdef UPCYCLE_WITH_OPENBLAS
+#include <cblas.h>
+
 extern "C" void openblas_set_num_threads(int);
 extern "C" int openblas_get_num_threads(void);
+#endif
 
 namespace upcycle {
 
@@ -26,6 +28,7 @@ namespace {
 // microseconds; 2 MFLOP take about 30 us on one core).
 constexpr double kParallelFlops = 2.0 * 1024 * 1024;
 
+#ifdef UPCYCLE_WITH_OPENBLAS
 void gemm_call(bool ta, bool tb, int m, int n, int k, double alpha, const float* a, int lda,
                const float* b, int ldb, double beta, float* c, int ldc) {
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
@@ -42,6 +45,26 @@ void gemm_call(bool ta, bool tb, int m, int n, int k, double alpha, const double
 void keep_blas_single_threaded() {
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
+#else
+// A build without OpenBLAS (UPCYCLE_OPENBLAS=OFF: the self-contained bundle the GPU device check
+// runs, where the CPU backend is only the oracle of small test shapes): plain loops with the same
+// BLAS semantics (beta == 0 does not read C), accumulated in the element type like a BLAS.
+template <class T>
+void gemm_call(bool ta, bool tb, int m, int n, int k, double alpha, const T* a, int lda, const T* b, int ldb,
+               double beta, T* c, int ldc) {
+  const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
+  for (int i = 0; i < m; ++i) {
+    T* ci = c + static_cast<std::int64_t>(i) * ldc;
+    for (int j = 0; j < n; ++j) ci[j] = beta == 0.0 ? T(0) : be * ci[j];
+    for (int p = 0; p < k; ++p) {
+      const T aip = al * (ta ? a[static_cast<std::int64_t>(p) * lda + i] : a[static_cast<std::int64_t>(i) * lda + p]);
+      for (int j = 0; j < n; ++j)
+        ci[j] += aip * (tb ? b[static_cast<std::int64_t>(j) * ldb + p] : b[static_cast<std::int64_t>(p) * ldb + j]);
+    }
+  }
+}
+void keep_blas_single_threaded() {}
+#endif
 
 // One product C = alpha op(A) op(B) + beta C (row-major, leading dims given), split over the
 // OpenMP threads into blocks of rows of C (when m >= n) or of columns.

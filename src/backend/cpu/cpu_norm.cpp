@@ -26,6 +26,13 @@ using row_checks::NormShape;
 // D doubles (null when out_a / out_b is null), then writes the column sums to out_a / out_b.
 template <class T, class RowFn>
 void rows_with_column_sums(std::int64_t rows, std::int64_t dim, T* out_a, T* out_b, RowFn row_fn) {
+  if (rows == 0) {  // no rows: the column sums are zero (and there is nothing to chunk)
+    for (std::int64_t j = 0; j < dim; ++j) {
+      if (out_a) out_a[j] = T(0);
+      if (out_b) out_b[j] = T(0);
+    }
+    return;
+  }
   const std::int64_t chunks = std::min(rows, kColumnChunks);
   const auto chunk_size = static_cast<std::size_t>(chunks * dim);
   std::vector<double> acc_a(out_a ? chunk_size : 0), acc_b(out_b ? chunk_size : 0);

@@ -7,7 +7,9 @@
 
 #include "upcycle/backend/threads.hpp"
 
+#ifdef UPCYCLE_WITH_OPENBLAS
 extern "C" void openblas_set_num_threads(int);
+#endif
 
 namespace upcycle {
 
@@ -36,7 +38,9 @@ int configure_cpu_threads(int requested) {
   // kernel splits products over them and calls OpenBLAS single-threaded: OpenBLAS's own pool
   // spinning next to the kernels' threads would oversubscribe the cores.
   omp_set_num_threads(n);
+#ifdef UPCYCLE_WITH_OPENBLAS
   openblas_set_num_threads(1);
+#endif
   return n;
 }
 

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The GPU device check: runs on a machine with one NVIDIA GPU (H100/H200, CUDA 13 driver, nvcc,
+# python3 with PyTorch for the GPU, compute-sanitizer) and no Debian -dev packages, no MPI, no
+# network. It uses the bundle that launch/device_bundle.sh built on a development machine (carry
+# build-device-bundle/ to the GPU machine with the working tree), and within about 8 minutes:
+#   1. records the GPU, driver, toolkit and PyTorch;
+#   2. runs the gpu tests (the cross-backend op suite, autograd on CUDA vs CPU, 5-step training
+#      parity, warm-step allocations and host waits);
+#   3. runs them again under compute-sanitizer: memcheck for all, racecheck for the op suite (the
+#      kernels that use shared memory are all in it);
+#   4. runs bench_train --device cuda against PyTorch on the same GPU (the main-job ViT and the
+#      ViT-B/16 shape) and bench_ops --device cuda.
+# It writes OUTDIR/device_check.log (everything printed) and OUTDIR/device_check.json (one record
+# per step: name, status, exit code, seconds, the last lines of output).
+#   launch/device_check.sh OUTDIR        BUNDLE=path overrides build-device-bundle
+# Exit status: 0 when every step passed, 1 when one failed, 77 when there is no usable GPU (the
+# JSON says why), 2 for a usage error (no OUTDIR, no bundle).
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-}"
+[[ -n "$out" ]] || { echo "usage: launch/device_check.sh OUTDIR" >&2; exit 2; }
+mkdir -p "$out"
+bundle="${BUNDLE:-$root/build-device-bundle}"
+log="$out/device_check.log"
+results="$out/.results.tsv"
+: >"$log"
+: >"$results"
+start=$(date +%s)
+say() { echo "$*" | tee -a "$log"; }
+
+# One JSON document from the TSV of step records (python3 is on the GPU machine: PyTorch needs it).
+write_json() {
+  python3 - "$results" "$out/device_check.json" "$1" "$2" <<'PY'
+import json, sys
+rows = []
+for line in open(sys.argv[1]):
+    name, status, code, secs, tail = line.rstrip("\n").split("\t", 4)
+    rows.append({"name": name, "status": status, "exit_code": int(code), "seconds": float(secs),
+                 "tail": tail.replace("\\n", "\n")})
+doc = {"status": sys.argv[3], "reason": sys.argv[4], "steps": rows}
+json.dump(doc, open(sys.argv[2], "w"), indent=2)
+PY
+}
+
+finish() {  # status reason exit-code
+  write_json "$1" "$2"
+  say "device_check: $1${2:+ ($2)}; $(($(date +%s) - start)) s; log $log, results $out/device_check.json"
+  exit "$3"
+}
+
+say "device_check: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >>"$log" 2>&1
+else
+  say "device_check: nvidia-smi is not installed"
+fi
+{ nvcc --version | tail -n 2; compute-sanitizer --version | head -n 2; } >>"$log" 2>&1
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' >>"$log" 2>&1
+
+[[ -x "$bundle/bin/test_backend_ops" ]] ||
+  { say "device_check: no bundle at $bundle: run launch/device_bundle.sh on a build machine and carry it"; finish error "no bundle" 2; }
+cat "$bundle/BUILD_INFO" >>"$log" 2>&1
+
+# The bundle's programs run under the bundle's own loader and C/C++ runtimes; cuBLAS and the CUDA
+# driver come from this machine (its toolkit, or the nvidia-* wheels PyTorch installed).
+libdirs="$bundle/lib"
+add_dir_of() { local f; f=$(ls $1 2>/dev/null | head -n 1); [[ -n "$f" ]] && libdirs="$libdirs:$(dirname "$f")"; }
+add_dir_of "$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 / {print $NF; exit}')"
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64; do
+  add_dir_of "$d/libcublas.so.13"
+done
+add_dir_of "$(ldconfig -p 2>/dev/null | awk '/libcublas\.so\.13 / {print $NF; exit}')"
+wheel=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
+[[ -n "$wheel" ]] && add_dir_of "$wheel/libcublas.so.1*"
+say "device_check: library path $libdirs"
+bin() { "$bundle/lib/ld-linux-x86-64.so.2" --library-path "$libdirs" "$bundle/bin/$@"; }
+
+# step NAME TIMEOUT COMMAND...: runs, records status (passed / failed / timeout / skipped /
+# not_run). The whole check keeps within BUDGET seconds (default 450: 8 minutes with margin).
+budget="${BUDGET:-450}"
+failed=0
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((budget - ($(date +%s) - start)))
+  ((limit > left)) && limit=$left
+  if ((limit < 15)); then
+    say "=== $name: not run (the time budget of ${budget}s is spent)"
+    printf '%s\tnot_run\t0\t0\t\n' "$name" >>"$results"
+    failed=1
+    return
+  fi
+  say "=== $name (limit ${limit}s)"
+  local t0=$(date +%s) code
+  timeout --kill-after=10 "$limit" "$@" >"$out/$name.out" 2>&1
+  code=$?
+  cat "$out/$name.out" >>"$log"
+  local status=passed
+  if ((code == 124 || code == 137)); then status=timeout; elif ((code == 77)); then status=skipped; elif ((code != 0)); then status=failed; fi
+  [[ $status == passed || $status == skipped ]] || failed=1
+  local tail
+  tail=$(tail -n 15 "$out/$name.out" | tr '\t' ' ' | awk '{printf "%s\\n", $0}')
+  printf '%s\t%s\t%d\t%d\t%s\n' "$name" "$status" "$code" "$(($(date +%s) - t0))" "$tail" >>"$results"
+  say "=== $name: $status (exit $code, $(($(date +%s) - t0)) s)"
+}
+
+# The bundle must start here, and see a GPU (the gpu tests exit 77, naming the CUDA error, when
+# they do not).
+if ! bin test_backend_ops --gtest_list_tests >"$out/probe.out" 2>&1; then
+  cat "$out/probe.out" >>"$log"
+  say "device_check: the bundle's programs do not start on this machine (see $out/probe.out)"
+  finish error "bundle does not start" 1
+fi
+step gpu_tests_probe 60 bin test_step_allocations_cuda --gtest_filter='*Dense*'
+if grep -q $'^gpu_tests_probe\tskipped' "$results"; then
+  finish no_gpu "$(head -n 1 "$out/gpu_tests_probe.out")" 77
+fi
+
+# 2. The gpu tests.
+step test_backend_ops 150 bin test_backend_ops
+step test_autograd_cuda 90 bin test_autograd_cuda
+step test_training_parity_cuda 90 bin test_training_parity_cuda
+step test_step_allocations_cuda 60 bin test_step_allocations_cuda
+# 3. Under compute-sanitizer (UPCYCLE_SUITE_QUICK: the op suite's shapes without its longest rows,
+# which memcheck would take minutes over).
+loader=("$bundle/lib/ld-linux-x86-64.so.2" --library-path "$libdirs")
+step memcheck_backend_ops 120 env UPCYCLE_SUITE_QUICK=1 compute-sanitizer --error-exitcode 9 --tool memcheck \
+  "${loader[@]}" "$bundle/bin/test_backend_ops"
+step racecheck_backend_ops 120 env UPCYCLE_SUITE_QUICK=1 compute-sanitizer --error-exitcode 9 --tool racecheck \
+  "${loader[@]}" "$bundle/bin/test_backend_ops"
+step memcheck_autograd 90 compute-sanitizer --error-exitcode 9 --tool memcheck "${loader[@]}" "$bundle/bin/test_autograd_cuda"
+step memcheck_training_parity 90 compute-sanitizer --error-exitcode 9 --tool memcheck "${loader[@]}" \
+  "$bundle/bin/test_training_parity_cuda"
+# 4. Benchmarks against PyTorch on the same GPU (TF32 off, so both compute in f32).
+py=$(command -v python3)
+step bench_train_cuda 90 bin bench_train --device cuda --python "$py" --torch-script "$bundle/src/bench/bench_train_torch.py" \
+  --steps 30 --warmup 5 --rounds 2
+step bench_train_cuda_vit_b16 120 bin bench_train --device cuda --shape vit-b16 --python "$py" \
+  --torch-script "$bundle/src/bench/bench_train_torch.py" --steps 10 --warmup 3 --rounds 1
+step bench_ops_cuda 90 bin bench_ops --device cuda --python "$py" --torch-script "$bundle/src/bench/bench_ops_torch.py" --iters 20
+
+((failed)) && finish failed "a step failed (see the log)" 1
+finish passed "" 0
