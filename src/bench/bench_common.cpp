@@ -59,16 +59,25 @@ void Args::fail(const std::string& why) const {
 }
 
 Device choose(const Args& args, const std::string& requested, bool tf32) {
+  // choose_device words its messages for the config key run.device; here it is --device.
+  auto reword = [&](std::string m) {
+    const std::string key = "run.device = " + requested + ": ";
+    if (m.rfind(key, 0) == 0) m.erase(0, key.size());
+    return m;
+  };
   DeviceChoice c;
   try {
     c = choose_device(requested);
   } catch (const UsageError&) {
     args.fail("--device must be cpu, cuda or auto, got '" + requested + "'");
   } catch (const Error& e) {
-    std::cerr << args.program() << ": no usable GPU: " << e.message() << "\n";
+    const std::string why = reword(e.message());
+    std::cerr << args.program() << ": --device " << requested << ": "
+              << (why.find("no usable GPU") == std::string::npos ? "no usable GPU: " : "") << why << "\n";
     std::exit(1);
   }
-  if (!c.reason.empty()) std::printf("%s: %s\n", args.program().c_str(), c.reason.c_str());
+  if (!c.reason.empty())
+    std::printf("%s: --device %s: %s\n", args.program().c_str(), requested.c_str(), reword(c.reason).c_str());
   if (tf32 && c.device == Device::cuda) backend_for(Device::cuda).set_allow_tf32(true);
   return c.device;
 }

@@ -190,7 +190,7 @@ class Trainer {
 };
 
 struct Timing {
-  double median_s = 0, mean_s = 0, first_loss = 0, last_loss = 0;
+  double median_s = 0, mean_s = 0, first_loss = 0, last_loss = 0, parameters = 0;
 };
 
 // Runs the PyTorch peer (env: a VAR=VALUE prefix or empty); false when it failed.
@@ -214,6 +214,7 @@ bool run_torch(const Options& o, const nn::ViTConfig& v, Device device, const st
     out.mean_s = bench::json_number(s, "mean_s");
     out.first_loss = bench::json_number(s, "first_loss");
     out.last_loss = bench::json_number(s, "last_loss");
+    out.parameters = bench::json_number(s, "parameters");
     found = true;
   }
   if (!found) std::fprintf(stderr, "bench_train: the PyTorch peer failed (is python3-torch installed?)\n");
@@ -314,6 +315,10 @@ int main(int argc, char** argv) {
     // The OpenBLAS setting only exists on the CPU.
     const bool have_blas1 = !o.no_torch && !gpu && run_torch(o, v, device, "OPENBLAS_NUM_THREADS=1", torch_blas1);
     const bool have_torch = have_default || have_blas1;
+    const double torch_params = have_default ? torch_default.parameters : torch_blas1.parameters;
+    if (have_torch && torch_params != static_cast<double>(trainer.num_parameters()))
+      std::fprintf(stderr, "bench_train: the PyTorch model has %.0f parameters, upcycle's %lld: not the same model\n",
+                   torch_params, static_cast<long long>(trainer.num_parameters()));
     // The faster PyTorch configuration is the one compared against.
     const Timing& theirs =
         have_default && (!have_blas1 || torch_default.median_s <= torch_blas1.median_s) ? torch_default : torch_blas1;
@@ -330,9 +335,9 @@ int main(int argc, char** argv) {
       theirs_ms.push_back(theirs.median_s * 1e3);
     }
     if (o.peak_tflops > 0) {
-      std::printf("MFU: upcycle %.1f%% (%.1f TFLOP/s)", 100.0 * mfu(ours.median_s), step_flops / ours.median_s / 1e12);
+      std::printf("MFU: upcycle %.1f%% (%.3g TFLOP/s)", 100.0 * mfu(ours.median_s), step_flops / ours.median_s / 1e12);
       if (have_torch)
-        std::printf(", torch %.1f%% (%.1f TFLOP/s)", 100.0 * mfu(theirs.median_s), step_flops / theirs.median_s / 1e12);
+        std::printf(", torch %.1f%% (%.3g TFLOP/s)", 100.0 * mfu(theirs.median_s), step_flops / theirs.median_s / 1e12);
       std::printf("\n");
     }
     ours_ms.push_back(ours.median_s * 1e3);

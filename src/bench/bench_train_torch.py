@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_ops_torch import Block  # noqa: E402
+from bench_ops_torch import Block, sync  # noqa: E402
 
 
 class MoE(torch.nn.Module):
@@ -147,8 +147,7 @@ def main():
     times, losses = [], []
     for i in range(args.warmup + args.steps):
         x, y = batches[i % len(batches)]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
@@ -157,13 +156,13 @@ def main():
             torch.nn.utils.clip_grad_norm_(model.parameters(), c["clip"])
         opt.step()
         losses.append(loss.item())
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     print(json.dumps({"median_s": statistics.median(times), "mean_s": statistics.fmean(times),
                       "first_loss": losses[0], "last_loss": losses[-1], "threads": torch.get_num_threads(),
-                      "device": args.device}), flush=True)
+                      "device": args.device, "parameters": sum(p.numel() for p in model.parameters())}),
+          flush=True)
 
 
 if __name__ == "__main__":
