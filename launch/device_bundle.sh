@@ -42,7 +42,7 @@ for p in "${programs[@]}"; do ldd "$out/bin/$p"; done | awk '/=>/ {print $3} /ld
   done
 loader=$(ls "$out"/lib/ld-linux-x86-64.so.* 2>/dev/null | head -n 1)
 [[ -n "$loader" ]] || { echo "device_bundle: no dynamic loader found among the libraries" >&2; exit 1; }
-mv "$loader" "$out/lib/ld-linux-x86-64.so.2"
+[[ "$loader" == "$out/lib/ld-linux-x86-64.so.2" ]] || mv "$loader" "$out/lib/ld-linux-x86-64.so.2"
 {
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "nvcc: $(nvcc --version | tail -n 1)"

@@ -12,7 +12,8 @@
 #      ViT-B/16 shape) and bench_ops --device cuda.
 # It writes OUTDIR/device_check.log (everything printed) and OUTDIR/device_check.json (one record
 # per step: name, status, exit code, seconds, the last lines of output).
-#   launch/device_check.sh OUTDIR        BUNDLE=path overrides build-device-bundle
+#   launch/device_check.sh OUTDIR        BUNDLE=path overrides build-device-bundle; PYTHON=path the
+#                                        python3 with PyTorch (default: python3 on the PATH)
 # Exit status: 0 when every step passed, 1 when one failed, 77 when there is no usable GPU (the
 # JSON says why), 2 for a usage error (no OUTDIR, no bundle).
 set -uo pipefail
@@ -64,7 +65,12 @@ cat "$bundle/BUILD_INFO" >>"$log" 2>&1
 # The bundle's programs run under the bundle's own loader and C/C++ runtimes; cuBLAS and the CUDA
 # driver come from this machine (its toolkit, or the nvidia-* wheels PyTorch installed).
 libdirs="$bundle/lib"
-add_dir_of() { local f; f=$(ls $1 2>/dev/null | head -n 1); [[ -n "$f" ]] && libdirs="$libdirs:$(dirname "$f")"; }
+add_dir_of() {  # the directory of the first file matching $1 (a path or glob), if any
+  [[ -n "$1" ]] || return 0
+  local f
+  f=$(ls -d $1 2>/dev/null | head -n 1)
+  if [[ -n "$f" ]]; then libdirs="$libdirs:$(dirname "$f")"; fi
+}
 add_dir_of "$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 / {print $NF; exit}')"
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64; do
   add_dir_of "$d/libcublas.so.13"
@@ -73,7 +79,10 @@ add_dir_of "$(ldconfig -p 2>/dev/null | awk '/libcublas\.so\.13 / {print $NF; ex
 wheel=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
 [[ -n "$wheel" ]] && add_dir_of "$wheel/libcublas.so.1*"
 say "device_check: library path $libdirs"
-bin() { "$bundle/lib/ld-linux-x86-64.so.2" --library-path "$libdirs" "$bundle/bin/$@"; }
+# A bundle program through the bundle's loader: "${run[@]}" NAME ARGS... (an array, not a function,
+# so that `timeout` and compute-sanitizer can start it).
+run=("$bundle/lib/ld-linux-x86-64.so.2" --library-path "$libdirs")
+bin() { local p=$1; shift; "${run[@]}" "$bundle/bin/$p" "$@"; }
 
 # step NAME TIMEOUT COMMAND...: runs, records status (passed / failed / timeout / skipped /
 # not_run). The whole check keeps within BUDGET seconds (default 450: 8 minutes with margin).
@@ -106,39 +115,41 @@ step() {
 
 # The bundle must start here, and see a GPU (the gpu tests exit 77, naming the CUDA error, when
 # they do not).
-if ! bin test_backend_ops --gtest_list_tests >"$out/probe.out" 2>&1; then
-  cat "$out/probe.out" >>"$log"
+bin test_backend_ops --gtest_list_tests >"$out/probe.out" 2>&1
+probe=$?
+cat "$out/probe.out" >>"$log"
+if ((probe != 0 && probe != 77)); then
   say "device_check: the bundle's programs do not start on this machine (see $out/probe.out)"
   finish error "bundle does not start" 1
 fi
-step gpu_tests_probe 60 bin test_step_allocations_cuda --gtest_filter='*Dense*'
+step gpu_tests_probe 60 "${run[@]}" "$bundle/bin/test_step_allocations_cuda" --gtest_filter='*Dense*'
 if grep -q $'^gpu_tests_probe\tskipped' "$results"; then
   finish no_gpu "$(head -n 1 "$out/gpu_tests_probe.out")" 77
 fi
 
 # 2. The gpu tests.
-step test_backend_ops 150 bin test_backend_ops
-step test_autograd_cuda 90 bin test_autograd_cuda
-step test_training_parity_cuda 90 bin test_training_parity_cuda
-step test_step_allocations_cuda 60 bin test_step_allocations_cuda
+for t in test_backend_ops:150 test_autograd_cuda:90 test_training_parity_cuda:90 test_step_allocations_cuda:60; do
+  step "${t%%:*}" "${t##*:}" "${run[@]}" "$bundle/bin/${t%%:*}"
+done
 # 3. Under compute-sanitizer. racecheck instruments every shared-memory access and is slow: it runs
 # on the kernels that use shared memory (block-wide reductions, the tiled transpose, block sorts).
-loader=("$bundle/lib/ld-linux-x86-64.so.2" --library-path "$libdirs")
 step memcheck_backend_ops 150 compute-sanitizer --error-exitcode 9 --tool memcheck \
-  "${loader[@]}" "$bundle/bin/test_backend_ops"
+  "${run[@]}" "$bundle/bin/test_backend_ops"
 shared_memory_kernels='softmax*,log_softmax*,layernorm*,rmsnorm*,reduce,sum_squares,permute,cross_entropy*,topk,argsort'
 step racecheck_backend_ops 120 env UPCYCLE_OP_FILTER="$shared_memory_kernels" compute-sanitizer --error-exitcode 9 \
-  --tool racecheck "${loader[@]}" "$bundle/bin/test_backend_ops" --gtest_filter='BackendOps.EveryKernel*'
-step memcheck_autograd 90 compute-sanitizer --error-exitcode 9 --tool memcheck "${loader[@]}" "$bundle/bin/test_autograd_cuda"
-step memcheck_training_parity 90 compute-sanitizer --error-exitcode 9 --tool memcheck "${loader[@]}" \
+  --tool racecheck "${run[@]}" "$bundle/bin/test_backend_ops" --gtest_filter='BackendOps.EveryKernel*'
+step memcheck_autograd 90 compute-sanitizer --error-exitcode 9 --tool memcheck "${run[@]}" "$bundle/bin/test_autograd_cuda"
+step memcheck_training_parity 90 compute-sanitizer --error-exitcode 9 --tool memcheck "${run[@]}" \
   "$bundle/bin/test_training_parity_cuda"
 # 4. Benchmarks against PyTorch on the same GPU (TF32 off, so both compute in f32).
-py=$(command -v python3)
-step bench_train_cuda 90 bin bench_train --device cuda --python "$py" --torch-script "$bundle/src/bench/bench_train_torch.py" \
-  --steps 30 --warmup 5 --rounds 2
-step bench_train_cuda_vit_b16 120 bin bench_train --device cuda --shape vit-b16 --python "$py" \
-  --torch-script "$bundle/src/bench/bench_train_torch.py" --steps 10 --warmup 3 --rounds 1
-step bench_ops_cuda 90 bin bench_ops --device cuda --python "$py" --torch-script "$bundle/src/bench/bench_ops_torch.py" --iters 20
+py="${PYTHON:-$(command -v python3)}"
+# Peak dense f32 (non-tensor-core) TFLOP/s for the model FLOP utilisation: H100/H200 SXM 67.
+peak="${PEAK_TFLOPS:-67}"
+step bench_train_cuda 90 "${run[@]}" "$bundle/bin/bench_train" --device cuda --python "$py" --torch-script "$bundle/src/bench/bench_train_torch.py" \
+  --steps 30 --warmup 5 --rounds 2 --peak-tflops "$peak"
+step bench_train_cuda_vit_b16 120 "${run[@]}" "$bundle/bin/bench_train" --device cuda --shape vit-b16 --python "$py" \
+  --torch-script "$bundle/src/bench/bench_train_torch.py" --steps 10 --warmup 3 --rounds 1 --peak-tflops "$peak"
+step bench_ops_cuda 90 "${run[@]}" "$bundle/bin/bench_ops" --device cuda --python "$py" --torch-script "$bundle/src/bench/bench_ops_torch.py" --iters 20
 
 ((failed)) && finish failed "a step failed (see the log)" 1
 finish passed "" 0

@@ -33,6 +33,13 @@ if [[ "${UPCYCLE_SKIP_APT:-0}" != 1 && ${#missing[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release
+# The CUDA backend is built whenever the toolkit is here (it compiles and links without a GPU), so
+# that a CUDA compile error fails the build like any other.
+cuda_args=()
+nvcc_path="$(command -v nvcc || true)"
+[[ -z "$nvcc_path" && -x /usr/local/cuda/bin/nvcc ]] && nvcc_path=/usr/local/cuda/bin/nvcc
+[[ -n "$nvcc_path" ]] && cuda_args=(-DCMAKE_CUDA_COMPILER="$nvcc_path")
+
+cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "${cuda_args[@]}"
 cmake --build "$build_dir" -j "$jobs"
 echo "setup: built in $build_dir"
