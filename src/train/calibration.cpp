@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "upcycle/core/rng.hpp"
+#include "upcycle/train/batch_stager.hpp"
 
 namespace upcycle {
 
@@ -58,6 +59,7 @@ Calibration calibrate(Task& task, const std::vector<std::int64_t>& blocks, const
   NoGradGuard no_grad;
   task.model().eval();
   const std::int64_t max_batches = task.sampler().batches_per_epoch();
+  BatchStager stager(task.device());  // batches are made on the host, the model may be on a GPU
   std::int64_t kept_global = 0;
   while (kept_global < options.tokens) {
     if (out.batches >= max_batches) {
@@ -79,7 +81,7 @@ Calibration calibrate(Task& task, const std::vector<std::int64_t>& blocks, const
           kept_ids.push_back(id);
         }
       }
-    task.loss(batch, nullptr);  // the observers record the kept tokens of every block
+    task.loss(stager.stage(batch), nullptr);  // the observers record the kept tokens of every block
     Tensor n = Tensor::from_vector<std::int64_t>({static_cast<std::int64_t>(kept_ids.size())}, {1}, Device::cpu);
     world.all_reduce(n);
     kept_global += n.to_vector<std::int64_t>()[0];
