@@ -80,18 +80,6 @@ struct Frame {
 };
 thread_local std::vector<Frame> t_regions;
 
-const char* binary_name(BinaryOp op) {
-  switch (op) {
-    case BinaryOp::add: return "add";
-    case BinaryOp::sub: return "sub";
-    case BinaryOp::mul: return "mul";
-    case BinaryOp::div: return "div";
-    case BinaryOp::max: return "max";
-    case BinaryOp::min: return "min";
-  }
-  return "?";
-}
-
 const char* reduce_name(ReduceOp op) {
   switch (op) {
     case ReduceOp::sum: return "sum";
@@ -195,7 +183,7 @@ class ProfilingBackend final : public Backend {
   }
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override {
     timed(k_binary, [&] { inner_.binary(op, a, b, out); },
-          [&] { return std::string("binary ") + binary_name(op) + " " + shape_str(a) + " " + shape_str(b); });
+          [&] { return std::string("binary ") + binary_op_name(op) + " " + shape_str(a) + " " + shape_str(b); });
   }
   void affine(const Tensor& x, Tensor& out, double alpha, double beta) override {
     timed_shape(k_affine, x, [&] { inner_.affine(x, out, alpha, beta); });

@@ -75,6 +75,18 @@ Backend& backend_for(Device device) {
   return *r.installed[i].load();
 }
 
+const char* binary_op_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::add: return "add";
+    case BinaryOp::sub: return "sub";
+    case BinaryOp::mul: return "mul";
+    case BinaryOp::div: return "div";
+    case BinaryOp::max: return "max";
+    case BinaryOp::min: return "min";
+  }
+  return "binary";
+}
+
 const char* unary_op_name(UnaryOp op) {
   switch (op) {
     case UnaryOp::neg: return "neg";

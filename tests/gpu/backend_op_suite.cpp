@@ -558,18 +558,6 @@ void unary_backward_cases(const Sink& run) {
 
 const BinaryOp kBinaryOps[] = {BinaryOp::add, BinaryOp::sub, BinaryOp::mul,
                                BinaryOp::div, BinaryOp::max, BinaryOp::min};
-const char* binary_name(BinaryOp op) {
-  switch (op) {
-    case BinaryOp::add: return "add";
-    case BinaryOp::sub: return "sub";
-    case BinaryOp::mul: return "mul";
-    case BinaryOp::div: return "div";
-    case BinaryOp::max: return "max";
-    case BinaryOp::min: return "min";
-  }
-  return "?";
-}
-
 // binary: one correctly rounded operation (max / min select): rounded tier. Same shapes, and a
 // suffix operand broadcast over the leading dims of the other in both directions, including the
 // [n, 1] x [1] form ops/device_scalar uses.
@@ -583,7 +571,7 @@ void binary_cases(const Sink& run) {
     for (DType dt : kFloats) {
       for (const auto& [sa, sb] : pairs) {
         const Shape& big = is_suffix_of(sb, sa) ? sa : is_suffix_of(sa, sb) ? sb : sa;
-        Case c("binary", dt_name(dt), sa.str() + " (op) " + sb.str(), binary_name(op));
+        Case c("binary", dt_name(dt), sa.str() + " (op) " + sb.str(), binary_op_name(op));
         const int a = c.in(host_uniform(sa, dt, seed(), -4, 4));
         Tensor bv = host_uniform(sb, dt, seed(), -4, 4);
         if (op == BinaryOp::div) {  // divisors in +-[0.5, 2]
@@ -600,7 +588,7 @@ void binary_cases(const Sink& run) {
       const std::vector<double> a = {kInf, kInf, 0.0, 1.0, -1.0, kNaN, 0.0, kInf, -0.0};
       const std::vector<double> b = {-kInf, 1.0, 0.0, 0.0, 0.0, 1.0, kInf, kInf, 0.0};
       const Shape s{static_cast<std::int64_t>(a.size())};
-      Case c("binary", dt_name(dt), s.str(), std::string(binary_name(op)) + " special values");
+      Case c("binary", dt_name(dt), s.str(), std::string(binary_op_name(op)) + " special values");
       const int ia = c.in(host_values(a, s, dt)), ib = c.in(host_values(b, s, dt));
       const int y = c.out("out", host_sentinel(s, dt), rounded_tol(dt).allow_nan());
       c.call = [op, ia, ib, y](Backend& be, Args& t) { be.binary(op, t[ia], t[ib], t[y]); };

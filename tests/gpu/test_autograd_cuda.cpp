@@ -361,13 +361,3 @@ TEST(AutogradCudaDropout, StreamsAdvanceAlike) {
 
 }  // namespace
 }  // namespace upcycle
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  std::string why;
-  if (!upcycle::cuda_usable(&why)) {
-    std::printf("test_autograd_cuda: SKIPPED (exit 77): no usable CUDA device: %s\n", why.c_str());
-    return 77;
-  }
-  return RUN_ALL_TESTS();
-}

@@ -83,13 +83,3 @@ TEST(BackendOps, OutOfRangeIndicesThrowNamingTheKernel) {
 
 }  // namespace
 }  // namespace upcycle
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  std::string why;
-  if (!upcycle::cuda_usable(&why)) {
-    std::printf("test_backend_ops: SKIPPED (exit 77): no usable CUDA device: %s\n", why.c_str());
-    return 77;
-  }
-  return RUN_ALL_TESTS();
-}

@@ -6,11 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdio>
-#include <string>
 
 #include "tiny_vit_step.hpp"
-#include "upcycle/backend/devices.hpp"
 
 namespace upcycle {
 namespace {
@@ -38,13 +35,3 @@ TEST(StepAllocationsCuda, WarmMoeStepWaitsOnlyForTheDispatchCounts) { expect_war
 
 }  // namespace
 }  // namespace upcycle
-
-int main(int argc, char** argv) {
-  std::string why;
-  if (!upcycle::cuda_usable(&why)) {
-    std::printf("skipped: %s\n", why.c_str());
-    return 77;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}

@@ -275,13 +275,3 @@ TEST(TrainingParityCuda, MoeViTFiveAdamWSteps) { check_parity(true); }
 
 }  // namespace
 }  // namespace upcycle
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  std::string why;
-  if (!upcycle::cuda_usable(&why)) {
-    std::printf("test_training_parity_cuda: SKIPPED (exit 77): no usable CUDA device: %s\n", why.c_str());
-    return 77;
-  }
-  return RUN_ALL_TESTS();
-}

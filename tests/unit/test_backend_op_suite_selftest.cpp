@@ -24,6 +24,7 @@
 #include "backend_compare.hpp"
 #include "backend_op_suite.hpp"
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/backend/gemm.hpp"
 
 namespace upcycle {
 namespace {
@@ -430,19 +431,7 @@ class ReroundedBackend final : public ForwardingBackend {
   }
   void grouped_gemm(bool ta, bool tb, double alpha, double beta, const std::vector<GemmGroup>& groups) override {
     note("grouped_gemm");
-    for (const GemmGroup& g : groups) {
-      if (g.m == 0 || g.n == 0) continue;
-      GemmDesc d;
-      d.m = g.m;
-      d.n = g.n;
-      d.k = g.k;
-      d.trans_a = ta;
-      d.trans_b = tb;
-      d.alpha = alpha;
-      d.beta = beta;
-      Tensor c = g.c;
-      gemm(d, g.k == 0 ? g.c : g.a, g.k == 0 ? g.c : g.b, c);
-    }
+    grouped_gemm_as_gemms(*this, ta, tb, alpha, beta, groups);
   }
   void unary(UnaryOp op, const Tensor& x, Tensor& y) override {
     if (x.dtype() != DType::f32) return ForwardingBackend::unary(op, x, y);

@@ -24,7 +24,8 @@ enum class UnaryOp {
   relu, gelu_tanh, gelu_erf, silu
 };
 enum class BinaryOp { add, sub, mul, div, max, min };
-const char* unary_op_name(UnaryOp op);  // "gelu_tanh", ... (for graph nodes and profiles)
+const char* unary_op_name(UnaryOp op);    // "gelu_tanh", ... (for graph nodes and profiles)
+const char* binary_op_name(BinaryOp op);  // "add", ...
 enum class ReduceOp { sum, mean, max };
 
 // Batched row-major GEMM: C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b], op = transpose or not.

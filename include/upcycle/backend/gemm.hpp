@@ -1,5 +1,6 @@
 #pragma once
-// Batched GEMM over operands packed densely per batch entry (the layout of per-head attention).
+// GEMM helpers on top of Backend::gemm: batched products over densely packed operands (per-head
+// attention) and a grouped GEMM as one gemm() per group.
 #include "upcycle/backend/backend.hpp"
 
 namespace upcycle {
@@ -19,6 +20,26 @@ inline void packed_batched_gemm(Backend& be, std::int64_t batch, std::int64_t m,
   d.stride_c = m * n;
   d.alpha = alpha;
   be.gemm(d, a, b, c);
+}
+
+// A grouped GEMM as one gemm() per group (the CPU backend's, and any backend without a grouped
+// kernel): the groups in order, each with the shared transposes and scalars.
+inline void grouped_gemm_as_gemms(Backend& be, bool trans_a, bool trans_b, double alpha, double beta,
+                                  const std::vector<GemmGroup>& groups) {
+  for (const GemmGroup& g : groups) {
+    if (g.m == 0 || g.n == 0) continue;
+    GemmDesc d;
+    d.m = g.m;
+    d.n = g.n;
+    d.k = g.k;
+    d.trans_a = trans_a;
+    d.trans_b = trans_b;
+    d.alpha = alpha;
+    d.beta = beta;
+    Tensor c = g.c;
+    // k == 0 reads neither operand (gemm sets C = beta C): C stands in for both.
+    be.gemm(d, g.k == 0 ? g.c : g.a, g.k == 0 ? g.c : g.b, c);
+  }
 }
 
 }  // namespace upcycle

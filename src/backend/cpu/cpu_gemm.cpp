@@ -12,6 +12,7 @@
 #include "cpu_backend.hpp"
 #include "cpu_parallel.hpp"
 #include "backend/kernel_checks.hpp"
+#include "upcycle/backend/gemm.hpp"
 
 #ifdef UPCYCLE_WITH_OPENBLAS
 #include <cblas.h>
@@ -158,19 +159,7 @@ void CpuBackend::gemm(const GemmDesc& d, const Tensor& a, const Tensor& b, Tenso
 void CpuBackend::grouped_gemm(bool trans_a, bool trans_b, double alpha, double beta,
                               const std::vector<GemmGroup>& groups) {
   for (std::size_t i = 0; i < groups.size(); ++i) check_gemm_group(groups[i], i);
-  for (const GemmGroup& g : groups) {
-    if (g.m == 0 || g.n == 0) continue;
-    GemmDesc d;
-    d.m = g.m;
-    d.n = g.n;
-    d.k = g.k;
-    d.trans_a = trans_a;
-    d.trans_b = trans_b;
-    d.alpha = alpha;
-    d.beta = beta;
-    Tensor c = g.c;
-    gemm(d, g.k == 0 ? g.c : g.a, g.k == 0 ? g.c : g.b, c);
-  }
+  grouped_gemm_as_gemms(*this, trans_a, trans_b, alpha, beta, groups);
 }
 
 }  // namespace upcycle
