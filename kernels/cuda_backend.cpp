@@ -183,10 +183,10 @@ Backend& cuda_backend() {
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
     cudaGetLastError();  // clear the sticky-free error so a later query starts clean
-    UPCYCLE_THROW("no usable GPU: cudaGetDeviceCount failed with ", cudaGetErrorName(e), " (error ",
+    UPCYCLE_THROW("cudaGetDeviceCount failed with ", cudaGetErrorName(e), " (error ",
                   static_cast<int>(e), ": ", cudaGetErrorString(e), ")");
   }
-  UPCYCLE_CHECK(count > 0, "no usable GPU: the CUDA runtime sees no device");
+  UPCYCLE_CHECK(count > 0, "the CUDA runtime sees no device");
   int device = 0;
   UPCYCLE_CUDA_CHECK(cudaGetDevice(&device));
   static CudaBackend* backend = new CudaBackend(device);  // never destroyed (see ~CudaBackend)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Plots a run's metrics.jsonl (DESIGN.md "Command line and run directory").
+"""Plots a run's metrics.jsonl (docs/training.md "Run directory").
 
     /usr/bin/python3 launch/plot_metrics.py RUN_DIR [--out DIR]
 

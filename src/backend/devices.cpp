@@ -23,13 +23,13 @@ DeviceChoice choose_device(const std::string& requested) {
   if (requested == "cpu") return {Device::cpu, ""};
   if (requested == "cuda") {
     std::string why;
-    if (!cuda_usable(&why)) UPCYCLE_THROW("run.device = cuda: ", why);
+    if (!cuda_usable(&why)) UPCYCLE_THROW("run.device = cuda: no usable GPU: ", why);
     return {Device::cuda, ""};
   }
   if (requested == "auto") {
     std::string why;
     if (cuda_usable(&why)) return {Device::cuda, "run.device = auto: training on the GPU"};
-    return {Device::cpu, "run.device = auto: training on the CPU because " + why};
+    return {Device::cpu, "run.device = auto: training on the CPU (no usable GPU: " + why + ")"};
   }
   UPCYCLE_USAGE_ERROR("run.device must be auto, cpu or cuda, got '", requested, "'");
 }

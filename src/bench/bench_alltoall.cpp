@@ -9,7 +9,7 @@
 // same size), algbw = size / time, busbw = algbw * (n - 1) / n (the share that crosses the
 // links; 0 with one rank). Time per size: warm-up iterations, then the median over iterations of
 // the max over ranks, a barrier before each timed iteration. "up/raw" = raw time / upcycle time
-// (= upcycle busbw / raw busbw); DESIGN aims at >= 90%.
+// (= upcycle busbw / raw busbw); the project's target is >= 90%.
 #include <mpi.h>
 
 #include <algorithm>

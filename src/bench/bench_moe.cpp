@@ -1,6 +1,6 @@
 // bench_moe: forward + backward time of an expert-parallel MoE layer (E experts, top-k, GELU,
 // dropless) against a dense FFN (nn::Mlp) with the same ACTIVE parameters (d_ff_dense = k * d_ff)
-// on the same tokens, measured in the same run. DESIGN aims at moe / dense <= 1.3x.
+// on the same tokens, measured in the same run. The project's target: moe / dense <= 1.3x.
 //   bench_moe [--threads N] [--iters I] [--warmup W] [--experts E] [--top-k K] [--case T,D,F]...
 //   launch/mpirun_local.sh 2 build/src/bench_moe          (EP over the world: P = world size)
 // (`bench_moe --help` lists the options with their defaults.)

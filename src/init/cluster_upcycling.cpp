@@ -1,4 +1,4 @@
-// Cluster-aware upcycling (METHODS.md section 1, steps 2-5), for one MoE block:
+// Cluster-aware upcycling (docs/methods.md section 2, steps 2-5), for one MoE block:
 //   spherical k-means with K = E on the calibration tokens (every rank ends with the same
 //   centroids) -> per cluster the float64 second moment G_i = X_i^T X_i, all-reduced -> expert i's
 //   up-projection = the whitened truncated SVD of W1 on its cluster -> router = the centroids.

@@ -1,4 +1,4 @@
-// Whitened truncated SVD (cluster-aware upcycling, METHODS.md section 1 step 4) and drop_svd, in
+// Whitened truncated SVD (cluster-aware upcycling, docs/methods.md section 2 step 4) and drop_svd, in
 // float64 on the host. See include/upcycle/init/whitened_svd.hpp for the contract.
 #include "upcycle/init/whitened_svd.hpp"
 

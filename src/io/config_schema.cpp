@@ -1,5 +1,5 @@
-// The table of every config key. Defaults follow METHODS.md (method and loss defaults) and
-// DESIGN.md (run directory, parallel layout); add a key by adding a row, nothing else.
+// The table of every config key (methods and losses: docs/methods.md; run directory: docs/training.md;
+// parallel layout: docs/architecture.md); add a key by adding a row, nothing else.
 #include "upcycle/io/config_schema.hpp"
 
 #include <map>
@@ -16,12 +16,12 @@ const std::vector<ConfigSection>& config_sections() {
       {"run", "what to run and where its outputs go"},
       {"model", "the dense transformer: ViT for images, GPT for bytes"},
       {"moe", "which blocks become Mixture-of-Experts, the router and its losses"},
-      {"upcycle", "dense -> MoE initialisation (METHODS.md section 1)"},
+      {"upcycle", "dense -> MoE initialisation (docs/methods.md, docs/upcycling.md)"},
       {"train", "optimiser, learning-rate schedule, evaluation cadence"},
       {"data", "dataset and validation split"},
       {"parallel", "expert parallelism and communication"},
-      {"eesd", "Expert-Ensemble Self-Distillation (METHODS.md section 3)"},
-      {"dpsl", "Dirichlet-Prior Shaping Loss on the router (METHODS.md section 2)"},
+      {"eesd", "Expert-Ensemble Self-Distillation (planned, not implemented yet; docs/methods.md)"},
+      {"dpsl", "Dirichlet-Prior Shaping Loss on the router (docs/methods.md)"},
       {"checkpoint", "HDF5 checkpoints and resume"},
       {"log", "console output and metrics.jsonl"},
   };

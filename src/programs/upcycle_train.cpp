@@ -1,5 +1,5 @@
 // upcycle_train: reads and validates the config, prepares the run directory, runs the stages.
-// Exit status (DESIGN.md): 0 success, 2 usage or config error, 1 failure at run time.
+// Exit status (README.md "Command line"): 0 success, 2 usage or config error, 1 failure at run time.
 #include <exception>
 #include <filesystem>
 #include <iostream>
@@ -19,8 +19,9 @@ namespace {
 void run(const upcycle::Config& cfg) {
   const std::filesystem::path dir = cfg.get_string("run.dir");
   if (dir.empty()) UPCYCLE_USAGE_ERROR("run.dir is empty, but upcycle_train writes its outputs there: set [run] dir");
-  // The device every stage trains on; "cuda" without a usable GPU fails here, naming the CUDA
-  // error, before anything is written to the run directory.
+  // What this build cannot run, and the device every stage trains on ("cuda" without a usable GPU
+  // fails here, naming the CUDA error), are checked before anything is written to the run directory.
+  upcycle::check_stages_runnable(cfg);
   const upcycle::DeviceChoice device = upcycle::choose_device(cfg.get_string("run.device"));
   if (device.device == upcycle::Device::cuda)
     upcycle::backend_for(upcycle::Device::cuda).set_allow_tf32(cfg.get_bool("run.allow_tf32"));

@@ -113,8 +113,11 @@ std::vector<std::string> available_stages() {
   return out;
 }
 
-void run_stages(const Config& cfg, std::shared_ptr<Communicator> world) {
-  // Keys whose other values are not built yet (the NCCL communicator).
+void check_stages_runnable(const Config& cfg) {
+  // Keys whose other values are not built yet (the NCCL communicator, EESD).
+  if (cfg.get_bool("eesd.enabled"))
+    UPCYCLE_USAGE_ERROR("eesd.enabled = true (", cfg.origin("eesd.enabled"),
+                        "): Expert-Ensemble Self-Distillation is not built in this version; set it to false");
   if (cfg.get_string("parallel.backend") == "nccl")
     UPCYCLE_USAGE_ERROR("parallel.backend = nccl: this build has no NCCL communicator (use mpi)");
   const auto& stages = cfg.get_string_list("run.stages");
@@ -133,6 +136,11 @@ void run_stages(const Config& cfg, std::shared_ptr<Communicator> world) {
     }
     if (!known) UPCYCLE_USAGE_ERROR("run.stages: unknown stage '", name, "'");
   }
+}
+
+void run_stages(const Config& cfg, std::shared_ptr<Communicator> world) {
+  check_stages_runnable(cfg);
+  const auto& stages = cfg.get_string_list("run.stages");
   // checkpoint.resume applies to the first training stage of the chain only: the later ones start
   // from what the earlier ones wrote.
   const Config later = parse_config(cfg.to_ini(), "the resolved config", {{"checkpoint.resume", ""}});

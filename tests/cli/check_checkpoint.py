@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Reads an upcycle checkpoint with h5py (not with our own reader) and checks the documented layout
-(include/upcycle/train/checkpoint.hpp, DESIGN.md "Checkpoints") for the tiny ViT of
+(include/upcycle/train/checkpoint.hpp, docs/training.md "Checkpoints") for the tiny ViT of
 tests/support/tiny_configs.hpp (width 16, depth 2, heads 2, ffn_width 32, patch 7 on 28x28x1, 10
 classes).
 

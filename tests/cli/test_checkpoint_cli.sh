@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end checkpoint contract of upcycle_train, through the real binary (DESIGN.md "Checkpoints"
+# End-to-end checkpoint contract of upcycle_train, through the real binary (docs/training.md "Checkpoints"
 # and "Command line and run directory"), with the tiny ViT of tests/support/tiny_configs.hpp:
 #   (a) a run exits 0 and leaves config.ini, metrics.jsonl (JSON lines with step, stage, loss, lr,
 #       tokens_per_s), report.json, checkpoints/dense/step-0000003.h5 and checkpoints/latest.h5;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end contract of upcycle_train's command line (DESIGN.md "Command line and run directory"):
+# End-to-end contract of upcycle_train's command line (README.md "Command line", docs/training.md):
 # exit status 2 and a message naming file, line, key and allowed values for config errors; 0 for
-# --help and --print-config (whose output parses back to itself); 2 for a stage this version lacks.
+# --help and --print-config (whose output parses back to itself); 2 for a stage or key value this
+# version lacks, 1 for run.device = cuda without a usable GPU; neither writes to the run directory.
 # Usage: test_cli_errors.sh UPCYCLE_TRAIN_BINARY EXAMPLE_INI
 set -u
 bin=$1
@@ -64,10 +65,18 @@ cp "$tmp/out" "$tmp/resolved.ini"
 expect 0 "steps = 42" -- "$tmp/resolved.ini" --print-config
 cmp -s "$tmp/out" "$tmp/resolved.ini" || { echo "FAIL: --print-config output does not read back to itself"; failures=$((failures + 1)); }
 
-# A valid config whose stages this version cannot all run: config.ini is written, then every
-# stage is checked before any runs, so the missing one is reported at once (a usage error).
+# A valid config asking for what this version cannot run (a stage, a key's value not built yet, a
+# GPU that is not there) is refused before anything runs or is written: the run directory of an
+# earlier run keeps the config.ini that describes its checkpoints.
+mkdir -p "$tmp/run"
+echo "earlier run" >"$tmp/run/config.ini"
 expect 2 "the stage 'eval' is not available in this version" -- "$example" --run.dir="$tmp/run" --train.steps=42
-cmp -s "$tmp/run/config.ini" "$tmp/resolved.ini" || { echo "FAIL: run.dir/config.ini differs from --print-config"; failures=$((failures + 1)); }
+expect 2 "eesd.enabled = true (command line)" "not built in this version" -- "$tmp/resolved.ini" --run.dir="$tmp/run" \
+  --run.stages=dense --eesd.enabled=true
+# cuda without a usable GPU (or in a build without CUDA) is a run-time failure naming why.
+expect 1 "run.device = cuda" "no usable GPU" -- "$tmp/resolved.ini" --run.dir="$tmp/run" --run.stages=dense \
+  --run.device=cuda
+[ "$(cat "$tmp/run/config.ini")" = "earlier run" ] || { echo "FAIL: a refused run rewrote run.dir/config.ini"; failures=$((failures + 1)); }
 
 expect 2 "run.dir is empty" -- "$example" --run.dir=
 

@@ -5,7 +5,7 @@ side uses.
 
     /usr/bin/python3 tests/golden/gen_dpsl.py OUT.h5 [--seed N]
 
-DPSL (METHODS.md section 2; include/upcycle/moe/router_losses.hpp). For a prior table alpha
+DPSL (docs/methods.md section 3; include/upcycle/moe/router_losses.hpp). For a prior table alpha
 [G, E] (row m = the Dirichlet concentration of group m) and rows p [B, E] with group ids g [B]:
 for every group m with rows R_m (B_m = |R_m|) and every expert k, with a = alpha[m, k],
 b = sum(alpha[m]) - a, the values p[R_m, k] clipped to [0, 1] are sorted ascending (stable:

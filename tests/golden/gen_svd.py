@@ -10,7 +10,7 @@ Plain SVD cases (tall, wide, square, a larger tall one, and one of rank 3): Gaus
 re-drawn until the non-zero singular values are separated by at least 1e-3 sigma_max (so that
 each singular vector is determined up to sign to ~eps / 1e-3).
 
-Whitened SVD (METHODS.md section 1, step 4; include/upcycle/init/whitened_svd.hpp), in float64:
+Whitened SVD (docs/methods.md section 2, step 4; include/upcycle/init/whitened_svd.hpp), in float64:
     G   = X^T X
     S   = cholesky(G + chol_eps * mean(diag G) * I)          (lower)
     U s Vt = svd(W1 S)

@@ -1,4 +1,4 @@
-// The identities that pin each upcycling method (METHODS.md section 1, DESIGN.md "Testing"), on the
+// The identities that pin each upcycling method (docs/methods.md section 1, docs/upcycling.md), on the
 // tiny ViT of tests/support with one MoE block (block 1 of 2, E = 4):
 //   sparse + renormalised top-k            == the dense FFN
 //   granular (scaled) + grouped router, k = G == the dense FFN   (and unscaled == (FFN - b2) / G + b2)

@@ -139,7 +139,7 @@ TEST(WhitenedSvd, TauOneGivesBackW1) {
   }
 }
 
-// An uncentred second moment with a strong mean direction (METHODS.md's warning): tokens
+// An uncentred second moment with a strong mean direction (why the rank floor exists, docs/methods.md): tokens
 // 10 mu + N(0, 0.3^2) put ~98% of W1 S's energy in one direction, so tau = 0.9 alone picks a rank
 // of 1-2, and the floor ceil(min_rank_frac D) must hold it up.
 TEST(WhitenedSvd, RankFloorHoldsWhenEnergyConcentrates) {

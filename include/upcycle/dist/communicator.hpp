@@ -98,7 +98,7 @@ class SelfCommunicator final : public Communicator {
   std::shared_ptr<Communicator> do_split(int color, int key) override;
 };
 
-// --- process groups of the parallel layout (DESIGN.md) ---
+// --- process groups of the parallel layout (docs/architecture.md, "Distribution") ---
 // W = world size, P = expert-parallel size. A P that does not divide W throws UsageError (P comes
 // from the config, W from the launcher).
 

@@ -1,5 +1,5 @@
 #pragma once
-// The upcycling initialisers (METHODS.md section 1): from the dense FFN of one block to the E
+// The upcycling initialisers (docs/methods.md section 1): from the dense FFN of one block to the E
 // experts and the router of its MoE replacement. One registry (upcycle_methods) maps each
 // `[upcycle] method` to its function; the stage that reads a dense checkpoint and writes an MoE
 // one (src/train/upcycle_stage.cpp) calls them block by block.

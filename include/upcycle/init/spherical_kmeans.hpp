@@ -1,5 +1,5 @@
 #pragma once
-// Distributed spherical k-means (METHODS.md section 1, cluster-aware initialisation, step 2):
+// Distributed spherical k-means (docs/methods.md section 2, cluster-aware initialisation, step 2):
 // the tokens u_t are clustered by direction, u_t / ||u_t||, into K unit centroids mu_e.
 //
 //   seeding: greedy k-means++ (2 + ln K candidates per step, the best one kept) on a sample of

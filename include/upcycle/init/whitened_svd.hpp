@@ -1,5 +1,5 @@
 #pragma once
-// The two SVD-based expert initialisers of METHODS.md section 1, computed in float64 on the
+// The two SVD-based expert initialisers of docs/methods.md sections 1-2, computed in float64 on the
 // host (include/upcycle/init/linalg.hpp):
 //  - whitened_truncated_svd: step 4 of cluster-aware upcycling (SVD-LLM style): the rank-r
 //    approximation of the up-projection that is best on one cluster's tokens;

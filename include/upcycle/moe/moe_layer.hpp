@@ -1,5 +1,5 @@
 #pragma once
-// The expert-parallel Mixture-of-Experts layer (METHODS.md notation):
+// The expert-parallel Mixture-of-Experts layer (docs/methods.md notation):
 //   y(u) = sum_{e in topk(u)} g_e(u) E_e(u)  [+ S(u), an always-active shared expert]
 //   E_e(u) = W2_e act(W1_e u + b1_e) + b2_e
 // for every token u of x [..., D]. Dropless by default; with capacity_factor > 0 each expert keeps

@@ -1,5 +1,5 @@
 #pragma once
-// The top-k softmax router of an MoE layer (METHODS.md section 2 notation):
+// The top-k softmax router of an MoE layer (docs/methods.md notation):
 //   logits = x W_r^T            [T, E]      W_r: "weight" [E, D], N(0, init_std), no bias
 //   probs  = softmax(logits)    [T, E]
 //   selected experts = top-k over e of (probs[t, e] + selection_bias[e])   (bias optional)

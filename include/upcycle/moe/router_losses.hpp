@@ -1,6 +1,6 @@
 #pragma once
-// Router regularisers of the MoE layer (METHODS.md section 2) and routing statistics
-// (METHODS.md section 4). Notation: T tokens (rows) on this rank, E experts, k experts per token;
+// Router regularisers of the MoE layer (docs/methods.md section 3) and routing statistics
+// (docs/methods.md section 4). Notation: T tokens (rows) on this rank, E experts, k experts per token;
 // z [T, E] the router logits, p = softmax(z) [T, E] the router probabilities, indices [T, k] (i64)
 // the experts each token was routed to (top-k selection).
 //
@@ -125,7 +125,7 @@ struct DirichletPrior {
   // Throws unless there is at least one group, E >= 2 for every group and every alpha > 0.
   void validate() const;
 
-  // alpha_k = alpha for every expert (METHODS.md default: alpha = 1).
+  // alpha_k = alpha for every expert (default dpsl.alpha = 1).
   static DirichletPrior symmetric(std::int64_t num_experts, double alpha = 1.0);
   // One given concentration vector (E entries).
   static DirichletPrior asymmetric(std::vector<double> alpha);

@@ -1,5 +1,5 @@
 #pragma once
-// Calibration for cluster-aware upcycling (METHODS.md section 1, step 1): the dense model runs
+// Calibration for cluster-aware upcycling (docs/methods.md section 2, step 1): the dense model runs
 // without gradients over training batches, sharded over all ranks, and each future MoE block keeps
 // its FFN inputs u = LN2(h). Memory stays bounded: of every batch only a share of the tokens is kept
 // (upcycle.calib_token_frac), chosen by a hash of the token's global identity (sample id, position),

@@ -1,5 +1,5 @@
 #pragma once
-// HDF5 training checkpoints (DESIGN.md "Checkpoints"). One self-describing file:
+// HDF5 training checkpoints (docs/training.md "Checkpoints"). One self-describing file:
 //   /                       attributes format = "upcycle-checkpoint", version, stage, step, config (INI text)
 //   /model/<name>           every parameter under its module name (e.g. /model/blocks/03/attn/qkv/weight)
 //   /optimizer/m/<name>     AdamW first moments;  /optimizer/v/<name> second moments

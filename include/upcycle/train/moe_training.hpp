@@ -1,5 +1,5 @@
 #pragma once
-// What the trainer adds for a Mixture-of-Experts model (METHODS.md sections 2 and 4):
+// What the trainer adds for a Mixture-of-Experts model (docs/methods.md sections 3 and 4):
 //   * the router regularisers of every MoE layer, added to the task's loss after each forward:
 //     load balancing (moe.lb_weight, over the global batch of the world), z-loss (moe.z_weight,
 //     per rank) and DPSL (dpsl.*; scope global = the world's rows, rank = this rank's rows);

@@ -10,6 +10,10 @@
 
 namespace upcycle {
 
+// Throws UsageError when cfg asks for what this build cannot run (a stage or a value of a key that
+// is not built yet), before anything runs or is written.
+void check_stages_runnable(const Config& cfg);
+
 // Runs cfg's run.stages in order (collective over `world`). Throws UsageError for a stage this
 // build cannot run, Error for run-time failures.
 void run_stages(const Config& cfg, std::shared_ptr<Communicator> world);

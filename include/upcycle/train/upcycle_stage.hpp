@@ -1,5 +1,5 @@
 #pragma once
-// Stage `upcycle` (METHODS.md section 1): reads a dense checkpoint, turns the FFN of every block of
+// Stage `upcycle` (docs/upcycling.md, docs/methods.md): reads a dense checkpoint, turns the FFN of every block of
 // moe.blocks into an MoE layer with the initialiser of upcycle.method, copies every other parameter
 // unchanged, and writes an MoE checkpoint (experts by global id, no optimiser state, step 0) that
 // stage `moe` starts from. Layout of what it writes besides /model/...:
