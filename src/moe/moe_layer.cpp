@@ -182,6 +182,8 @@ Var MoeLayer::forward(const Var& x) {
   Var y = index_add_rows(T, slot_tokens, scale_rows(back, slot_gates));
   if (shared) y = add(y, shared->forward(x2));
 
+  routing_.input = x2;
+  routing_.output = y;
   routing_.logits = r.logits;
   routing_.probs = r.probs;
   routing_.indices = r.indices;
@@ -193,6 +195,15 @@ Var MoeLayer::forward(const Var& x) {
   routing_.capacity = capacity;
   routing_.tokens = T;
   return reshape(y, in_shape);
+}
+
+Var MoeLayer::local_expert_outputs(const Var& x) const {
+  UPCYCLE_CHECK(x.shape().ndim() == 2 && x.dim(1) == config_.d_model, "moe: local_expert_outputs expects [N, ",
+                config_.d_model, "], got ", describe(x.value()));
+  const std::int64_t N = x.dim(0);
+  const Var copies = local_ == 1 ? x : concat(std::vector<Var>(static_cast<std::size_t>(local_), x), 0);
+  const Var out = experts.forward(copies, std::vector<std::int64_t>(static_cast<std::size_t>(local_), N));
+  return reshape(out, {local_, N, config_.d_model});
 }
 
 nn::FeedForwardFactory moe_ffn_factory(const MoeConfig& config, std::shared_ptr<Communicator> ep) {

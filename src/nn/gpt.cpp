@@ -24,14 +24,19 @@ GPT::GPT(const GPTConfig& config, RngStream& rng) : ln_f(config.block.d_model, c
   if (head) register_module("head", *head);
 }
 
-Var GPT::forward(const Tensor& tokens, RngStream* dropout_rng) const {
+Var GPT::forward(const Tensor& tokens, RngStream* dropout_rng) const { return logits(features(tokens, dropout_rng)); }
+
+Var GPT::logits(const Var& x) const {
+  return head ? head->forward(x) : matmul(x, tok_embed, false, true);  // [B, T, V]
+}
+
+Var GPT::features(const Tensor& tokens, RngStream* dropout_rng) const {
   UPCYCLE_CHECK(tokens.ndim() == 2 && tokens.dim(1) <= config_.context, "GPT expects tokens [B, T<=",
                 config_.context, "], got ", describe(tokens));
   const std::int64_t t = tokens.dim(1);
   Var x = embedding(tok_embed, tokens) + slice(pos_embed, 0, 0, t);  // [B, T, D] + [T, D]
   for (std::size_t i = 0; i < blocks.size(); ++i) x = blocks[i].forward(x, dropout_rng);
-  x = ln_f.forward(x);
-  return head ? head->forward(x) : matmul(x, tok_embed, false, true);  // [B, T, V]
+  return ln_f.forward(x);
 }
 
 }  // namespace upcycle::nn

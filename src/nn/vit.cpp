@@ -54,11 +54,15 @@ Var ViT::embed(const Tensor& images) const {
   return concat({cls, patches}, 1) + pos_embed;
 }
 
-Var ViT::forward(const Tensor& images, RngStream* dropout_rng) const {
+Var ViT::features(const Tensor& images, RngStream* dropout_rng) const {
   Var x = embed(images);
   for (std::size_t i = 0; i < blocks.size(); ++i) x = blocks[i].forward(x, dropout_rng);
   x = ln_f.forward(config_.mean_pool ? mean(x, 1, true) : slice(x, 1, 0, 1));  // [B, 1, D]
-  return head.forward(reshape(x, {images.dim(0), config_.block.d_model}));
+  return reshape(x, {images.dim(0), config_.block.d_model});
+}
+
+Var ViT::forward(const Tensor& images, RngStream* dropout_rng) const {
+  return head.forward(features(images, dropout_rng));
 }
 
 }  // namespace upcycle::nn

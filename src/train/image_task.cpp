@@ -21,10 +21,12 @@ class ImageClassificationTask final : public Task {
   ImageClassificationTask(const Config& cfg, const Communicator& world, const TaskOptions& options)
       : train_(load(cfg, "train")),
         test_(load(cfg, "test")),
-        rng_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
+        split_(split_training_file(train_.count, cfg.get_float("data.val_fraction"))),
+        seed_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
+        rng_(seed_),
         model_(vit_config_from(cfg, options), rng_),
-        sampler_(train_.count, cfg.get_int("train.batch_size"), world.rank(), world.size(),
-                 static_cast<std::uint64_t>(cfg.get_int("run.seed")), cfg.get_bool("data.shuffle")) {
+        sampler_(static_cast<std::int64_t>(split_.train.size()), cfg.get_int("train.batch_size"), world.rank(),
+                 world.size(), seed_, cfg.get_bool("data.shuffle")) {
     model_.to(model_device_from(cfg));  // initialised on the host from the seed, moved once
     const auto& v = model_.config();
     if (train_.height != v.image_size || train_.width != v.image_size || v.channels != 1)
@@ -41,9 +43,48 @@ class ImageClassificationTask final : public Task {
 
   Batch next_batch() override {
     std::vector<std::int64_t> ids = sampler_.next();
+    for (std::int64_t& i : ids) i = split_.train[static_cast<std::size_t>(i)];  // dataset indices
     Batch b = make_batch(train_, ids);
     b.sample_ids = std::move(ids);
     return b;
+  }
+
+  std::int64_t num_classes() const override { return model_.config().num_classes; }
+
+  std::int64_t split_size(Split split) const override {
+    return static_cast<std::int64_t>(split == Split::test ? test_.count : ids_of(split).size());
+  }
+
+  std::vector<std::int64_t> split_labels(Split split) const override {
+    std::vector<std::int64_t> labels(static_cast<std::size_t>(split_size(split)));
+    for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = label_of(split, static_cast<std::int64_t>(i));
+    return labels;
+  }
+
+  Batch split_batch(Split split, const std::vector<std::int64_t>& ids) const override {
+    if (split == Split::test) return make_batch(test_, ids);
+    const std::vector<std::int64_t>& map = ids_of(split);
+    std::vector<std::int64_t> rows(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) rows[i] = map.at(static_cast<std::size_t>(ids[i]));
+    Batch b = make_batch(train_, rows);
+    b.sample_ids = std::move(rows);
+    return b;
+  }
+
+  ModelOutputs run_model(const nn::Module& model, const Tensor& inputs, RngStream* dropout_rng) const override {
+    const auto* vit = dynamic_cast<const nn::ViT*>(&model);
+    UPCYCLE_CHECK(vit != nullptr, "the image task runs ViT models only");
+    ModelOutputs out;
+    out.features = vit->features(inputs, dropout_rng);
+    out.logits = vit->head.forward(out.features);
+    return out;
+  }
+
+  std::unique_ptr<nn::Module> make_twin() const override {
+    RngStream rng(seed_);
+    auto twin = std::make_unique<nn::ViT>(model_.config(), rng);
+    twin->to(model_.device());
+    return twin;
   }
 
   std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const override {
@@ -70,15 +111,17 @@ class ImageClassificationTask final : public Task {
   }
 
   Var loss(const Batch& batch, RngStream* dropout_rng) override {
-    return cross_entropy(model_.forward(batch.inputs, dropout_rng), batch.targets);
+    last_outputs_ = run_model(model_, batch.inputs, dropout_rng);
+    return cross_entropy(last_outputs_.logits, batch.targets);
   }
 
-  std::map<std::string, double> evaluate(Communicator& comm) override {
+  std::map<std::string, double> evaluate(Communicator& comm, Split split) override {
+    UPCYCLE_CHECK(split != Split::train, "evaluate: the training split is not held out");
     double sums[3] = {0, 0, 0};  // correct, loss sum, count
     run_sharded_eval(
-        model_, moe::moe_layers_of(model_.blocks), comm, test_.count, 500,
+        model_, moe::moe_layers_of(model_.blocks), comm, split_size(split), 500,
         [&](const std::vector<std::int64_t>& idx) {
-          const Batch host = make_batch(test_, idx);
+          const Batch host = split_batch(split, idx);
           const Device dev = model_.device();
           const Var logits = model_.forward(host.inputs.to(dev));
           // Predictions are scored on the host (an explicit host step: [B, classes] per chunk).
@@ -97,7 +140,7 @@ class ImageClassificationTask final : public Task {
                      static_cast<double>(idx.size());
           sums[2] += static_cast<double>(idx.size());
         },
-        [&] { model_.forward(make_batch(test_, {0}).inputs.to(model_.device())); });
+        [&] { model_.forward(split_batch(split, {0}).inputs.to(model_.device())); });
     Tensor t = Tensor::from_vector<double>({sums[0], sums[1], sums[2]}, {3}, Device::cpu);
     comm.all_reduce(t);
     const auto v = t.to_vector<double>();
@@ -126,7 +169,34 @@ class ImageClassificationTask final : public Task {
     return batch;
   }
 
+  // Training and validation examples of the training file (dataset indices, ascending).
+  struct TrainingSplit {
+    std::vector<std::int64_t> train, validation;
+  };
+  // Example i is validation when Philox-uniform(kValidationKey, i) < fraction: a fixed draw, the
+  // same for every run.seed, so a dense model and the MoE runs upcycled from it (with other seeds)
+  // never see each other's validation images in training.
+  static TrainingSplit split_training_file(std::int64_t count, double fraction) {
+    constexpr std::uint64_t kValidationKey = 0x7661'6c69'6461'7465ull;
+    TrainingSplit s;
+    for (std::int64_t i = 0; i < count; ++i)
+      (Philox4x32::uniform(kValidationKey, static_cast<std::uint64_t>(i)) < fraction ? s.validation : s.train).push_back(i);
+    if (fraction > 0 && s.validation.empty())
+      UPCYCLE_USAGE_ERROR("data.val_fraction = ", fraction, " leaves no validation image of ", count);
+    if (s.train.empty()) UPCYCLE_USAGE_ERROR("data.val_fraction = ", fraction, " leaves no training image");
+    return s;
+  }
+  const std::vector<std::int64_t>& ids_of(Split split) const {
+    return split == Split::validation ? split_.validation : split_.train;
+  }
+  std::int64_t label_of(Split split, std::int64_t i) const {
+    if (split == Split::test) return test_.labels[static_cast<std::size_t>(i)];
+    return train_.labels[static_cast<std::size_t>(ids_of(split)[static_cast<std::size_t>(i)])];
+  }
+
   ImageDataset train_, test_;
+  TrainingSplit split_;
+  std::uint64_t seed_;
   RngStream rng_;  // initialisation stream
   nn::ViT model_;
   ShardedSampler sampler_;

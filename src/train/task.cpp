@@ -20,6 +20,15 @@ constexpr TaskKind kTasks[] = {
 };
 }  // namespace
 
+const char* split_name(Split split) {
+  switch (split) {
+    case Split::train: return "train";
+    case Split::validation: return "validation";
+    case Split::test: return "test";
+  }
+  return "?";
+}
+
 std::unique_ptr<Task> make_task(const Config& cfg, const Communicator& world, const TaskOptions& options) {
   const std::string& kind = cfg.get_string("model.kind");
   const std::string& dataset = cfg.get_string("data.dataset");

@@ -16,7 +16,8 @@ class LanguageModelTask final : public Task {
   LanguageModelTask(const Config& cfg, const Communicator& world, const TaskOptions& options)
       : corpus_(load(cfg)),
         context_(cfg.get_int("model.context")),
-        rng_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
+        seed_(static_cast<std::uint64_t>(cfg.get_int("run.seed"))),
+        rng_(seed_),
         model_(gpt_config_from(cfg, options), rng_),
         sampler_(windows(corpus_.train), cfg.get_int("train.batch_size"), world.rank(), world.size(),
                  static_cast<std::uint64_t>(cfg.get_int("run.seed")), cfg.get_bool("data.shuffle")) {
@@ -48,16 +49,43 @@ class LanguageModelTask final : public Task {
   // Text has one token group (group-conditioned DPSL degenerates to one prior): the defaults.
 
   Var loss(const Batch& batch, RngStream* dropout_rng) override {
-    return cross_entropy(model_.forward(batch.inputs, dropout_rng), batch.targets);
+    last_outputs_ = run_model(model_, batch.inputs, dropout_rng);
+    return cross_entropy(last_outputs_.logits, batch.targets);
   }
 
-  std::map<std::string, double> evaluate(Communicator& comm) override {
-    // Every non-overlapping validation window once, sharded contiguously over the ranks.
+  ModelOutputs run_model(const nn::Module& model, const Tensor& inputs, RngStream* dropout_rng) const override {
+    const auto* gpt = dynamic_cast<const nn::GPT*>(&model);
+    UPCYCLE_CHECK(gpt != nullptr, "the language-model task runs GPT models only");
+    ModelOutputs out;
+    out.features = gpt->features(inputs, dropout_rng);
+    out.logits = gpt->logits(out.features);
+    return out;
+  }
+
+  std::unique_ptr<nn::Module> make_twin() const override {
+    RngStream rng(seed_);
+    auto twin = std::make_unique<nn::GPT>(model_.config(), rng);
+    twin->to(model_.device());
+    return twin;
+  }
+
+  // The held-out documents serve as validation and test (the corpus has no third split).
+  const std::vector<std::uint8_t>& text_of(Split split) const {
+    return split == Split::train ? corpus_.train : corpus_.val;
+  }
+  std::int64_t split_size(Split split) const override { return windows(text_of(split)); }
+  Batch split_batch(Split split, const std::vector<std::int64_t>& ids) const override {
+    return make_batch(text_of(split), ids);
+  }
+
+  std::map<std::string, double> evaluate(Communicator& comm, Split split) override {
+    UPCYCLE_CHECK(split != Split::train, "evaluate: the training split is not held out");
+    // Every non-overlapping held-out window once, sharded contiguously over the ranks.
     double sums[2] = {0, 0};  // loss sum over predicted bytes, bytes
     run_sharded_eval(
-        model_, moe::moe_layers_of(model_.blocks), comm, windows(corpus_.val), 16,
+        model_, moe::moe_layers_of(model_.blocks), comm, windows(text_of(split)), 16,
         [&](const std::vector<std::int64_t>& idx) {
-          const Batch b = make_batch(corpus_.val, idx);
+          const Batch b = make_batch(text_of(split), idx);
           const Device dev = model_.device();
           const double bytes = static_cast<double>(b.targets.numel());
           sums[0] += static_cast<double>(
@@ -65,7 +93,7 @@ class LanguageModelTask final : public Task {
                      bytes;
           sums[1] += bytes;
         },
-        [&] { model_.forward(make_batch(corpus_.val, {0}).inputs.to(model_.device())); });
+        [&] { model_.forward(make_batch(text_of(split), {0}).inputs.to(model_.device())); });
     Tensor t = Tensor::from_vector<double>({sums[0], sums[1]}, {2}, Device::cpu);
     comm.all_reduce(t);
     const auto v = t.to_vector<double>();
@@ -105,6 +133,7 @@ class LanguageModelTask final : public Task {
 
   TextCorpus corpus_;
   std::int64_t context_;
+  std::uint64_t seed_;
   RngStream rng_;
   nn::GPT model_;
   ShardedSampler sampler_;

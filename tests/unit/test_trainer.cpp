@@ -131,7 +131,13 @@ class PoisonedTask : public Task {
     const Var l = inner_->loss(b, rng);
     return ++calls_ == poisoned_ ? mul_scalar(l, std::numeric_limits<double>::quiet_NaN()) : l;
   }
-  std::map<std::string, double> evaluate(Communicator& c) override { return inner_->evaluate(c); }
+  std::map<std::string, double> evaluate(Communicator& c, Split s) override { return inner_->evaluate(c, s); }
+  ModelOutputs run_model(const nn::Module& m, const Tensor& x, RngStream* rng) const override {
+    return inner_->run_model(m, x, rng);
+  }
+  std::unique_ptr<nn::Module> make_twin() const override { return inner_->make_twin(); }
+  std::int64_t split_size(Split s) const override { return inner_->split_size(s); }
+  Batch split_batch(Split s, const std::vector<std::int64_t>& ids) const override { return inner_->split_batch(s, ids); }
   ShardedSampler& sampler() override { return inner_->sampler(); }
   std::string headline_metric() const override { return inner_->headline_metric(); }
   nn::ModuleList<nn::TransformerBlock>& blocks() override { return inner_->blocks(); }

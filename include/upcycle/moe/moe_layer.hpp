@@ -85,6 +85,8 @@ class Experts : public nn::Module {
 
 // What the last forward routed, kept for losses and statistics computed by the caller.
 struct MoeRouting {
+  Var input;                   // [T, D]: the layer's input u (graph attached)
+  Var output;                  // [T, D]: the layer's output y(u) (graph attached)
   Var logits;                  // [T, E] (part of the graph: losses may backprop through it)
   Var probs;                   // [T, E]
   Tensor indices;              // [T, k] i64
@@ -106,6 +108,10 @@ class MoeLayer : public nn::FeedForward {
   // x [..., D] -> [..., D]. Collective over the EP group (every rank calls it, also with 0 tokens).
   Var forward(const Var& x);
   Var apply(const Var& u) override { return forward(u); }
+
+  // Every local expert on every row of x [N, D]: [L, N, D] with row (i, n) = E_{first + i}(x_n)
+  // (no routing, no exchange; the dense ensemble and the evaluation's output similarity use it).
+  Var local_expert_outputs(const Var& x) const;
 
   const MoeConfig& config() const { return config_; }
   const MoeRouting& last_routing() const { return routing_; }

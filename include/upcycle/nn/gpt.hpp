@@ -26,6 +26,10 @@ class GPT : public Module {
   GPT(const GPTConfig& config, RngStream& rng);
   // tokens [B, T] (i64, T <= context) -> logits [B, T, V]
   Var forward(const Tensor& tokens, RngStream* dropout_rng = nullptr) const;
+  // The hidden states the head reads (after the final LayerNorm), [B, T, D].
+  Var features(const Tensor& tokens, RngStream* dropout_rng = nullptr) const;
+  // features -> logits [B, T, V] (the head, or the tied embedding transposed).
+  Var logits(const Var& features) const;
   const GPTConfig& config() const { return config_; }
 
   Var tok_embed;

@@ -28,8 +28,11 @@ struct ViTConfig {
 class ViT : public Module {
  public:
   ViT(const ViTConfig& config, RngStream& rng);
-  // images [B, C, H, W] (f32) -> logits [B, num_classes]
+  // images [B, C, H, W] (f32) -> logits [B, num_classes] = head(features(images)).
   Var forward(const Tensor& images, RngStream* dropout_rng = nullptr) const;
+  // The image embedding the head reads: the final LayerNorm of the class token (or of the mean
+  // token with mean_pool), [B, D]. Few-shot probes and EESD's embedding target use it.
+  Var features(const Tensor& images, RngStream* dropout_rng = nullptr) const;
   // The token sequence entering block 0: [B, 1 + N, D] (used by calibration later).
   Var embed(const Tensor& images) const;
   const ViTConfig& config() const { return config_; }

@@ -30,6 +30,19 @@ struct Batch {
   std::vector<std::int64_t> sample_ids;
 };
 
+// The splits of a task's data. Images: train and validation partition the Fashion-MNIST training
+// file (data.val_fraction of it, a fixed draw independent of run.seed, is validation); test is the
+// separate test file. Text: the corpus's held-out documents are both validation and test (the
+// corpus has no third split).
+enum class Split { train, validation, test };
+const char* split_name(Split split);
+
+// What a forward pass of the task's model gives besides the loss.
+struct ModelOutputs {
+  Var features;  // the embedding the head reads: ViT [B, D] (class or mean token), GPT [B, T, D]
+  Var logits;    // ViT [B, classes], GPT [B, T, V]
+};
+
 class Task {
  public:
   virtual ~Task() = default;
@@ -38,11 +51,28 @@ class Task {
   Device device() { return model().device(); }
   // This rank's share of the next global batch, on the host (advances the sampler).
   virtual Batch next_batch() = 0;
-  // Mean loss over the batch (on the model's device), graph attached.
+  // Mean loss over the batch (on the model's device), graph attached. Keeps the forward's outputs
+  // for last_outputs().
   virtual Var loss(const Batch& batch, RngStream* dropout_rng) = 0;
-  // Evaluation over the held-out split, sharded over `comm`'s ranks and summed; the same result
-  // on every rank. Keys: "accuracy" (images), "val_loss", "bits_per_byte" (text).
-  virtual std::map<std::string, double> evaluate(Communicator& comm) = 0;
+  // The outputs of the last loss() forward (graph attached).
+  const ModelOutputs& last_outputs() const { return last_outputs_; }
+  // The outputs of `model` (this task's model, or a twin from make_twin) for `inputs` on its device.
+  virtual ModelOutputs run_model(const nn::Module& model, const Tensor& inputs, RngStream* dropout_rng) const = 0;
+  // A new model of the same class and config as model() (the same MoE layers and expert sharding),
+  // on the same device, with the seed's initial values: the caller sets the values it needs.
+  virtual std::unique_ptr<nn::Module> make_twin() const = 0;
+  // Evaluation over a held-out split, sharded over `comm`'s ranks and summed; the same result on
+  // every rank. Keys: "accuracy" (images), "val_loss", "bits_per_byte" (text). The training-time
+  // evaluation reads Split::validation; the eval stage reads Split::test.
+  virtual std::map<std::string, double> evaluate(Communicator& comm, Split split) = 0;
+  std::map<std::string, double> evaluate(Communicator& comm) { return evaluate(comm, Split::validation); }
+  // The examples of a split: how many, their labels (classification tasks; empty otherwise), and a
+  // host batch of the examples `ids` (0-based within the split; for text, one context window each).
+  virtual std::int64_t split_size(Split split) const = 0;
+  virtual std::vector<std::int64_t> split_labels(Split /*split*/) const { return {}; }
+  virtual Batch split_batch(Split split, const std::vector<std::int64_t>& ids) const = 0;
+  // Classes of a classification task, 0 otherwise.
+  virtual std::int64_t num_classes() const { return 0; }
   virtual ShardedSampler& sampler() = 0;
   // Name of the headline evaluation metric (for the progress line and the report).
   virtual std::string headline_metric() const = 0;
@@ -58,6 +88,9 @@ class Task {
   // labels (an explicit host step) and returned on the batch's device.
   virtual std::int64_t num_token_groups(std::int64_t /*num_experts*/) const { return 1; }
   virtual Tensor token_groups(const Batch& /*batch*/, std::int64_t /*num_groups*/) const { return Tensor(); }
+
+ protected:
+  ModelOutputs last_outputs_;
 };
 
 // How a task builds its model.
