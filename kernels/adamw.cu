@@ -1,4 +1,4 @@
-// Multi-tensor AdamW: one launch updates up to kAdamWMaxSegments tensor ranges (rows_math.hpp:
+// Multi-tensor AdamW and EMA: one launch updates up to kAdamWMaxSegments tensor ranges (rows_math.hpp:
 // plan_adamw), so a model's hundreds of parameter tensors cost a handful of launches, not one
 // each. The launch's pointers, sizes and weight decays travel by value in the kernel parameters
 // (no host-to-device copy, so nothing to keep alive until the kernel has run), and each block
@@ -93,7 +93,76 @@ void launch_adamw(cudaStream_t stream, const std::vector<AdamWTensor>& tensors, 
   }
 }
 
+// Multi-tensor EMA, planned like AdamW (the same segment table, two pointers per segment).
+template <class T>
+struct EmaSegment {
+  T* avg;
+  const T* val;
+  std::int64_t n;
+};
+
+template <class T>
+struct EmaLaunch {
+  EmaSegment<T> seg[cuda::kAdamWMaxSegments];
+  std::int64_t block_start[cuda::kAdamWMaxSegments + 1];
+  int count;
+  T m, rest;  // momentum and 1 - momentum, each rounded once from double as on the CPU
+};
+static_assert(sizeof(EmaLaunch<double>) <= 4000, "EMA launch table exceeds the kernel parameter space");
+
+// CPU twin: ema_tensor in src/backend/cpu/cpu_optim.cpp.
+template <class T>
+__global__ void __launch_bounds__(cuda::kAdamWThreads) ema_segments(const __grid_constant__ EmaLaunch<T> L) {
+  const std::int64_t block = blockIdx.x;
+  const int s = cuda::find_segment(L.block_start, L.count, block);
+  const EmaSegment<T>& seg = L.seg[s];
+  const cuda::ElementRange range = cuda::segment_slice(block, L.block_start[s], seg.n, cuda::kAdamWBlockElems);
+  for (std::int64_t i = range.begin + threadIdx.x; i < range.end; i += blockDim.x)
+    seg.avg[i] = L.m * seg.avg[i] + L.rest * seg.val[i];
+}
+
+template <class T>
+void launch_ema(cudaStream_t stream, const std::vector<EmaTensor>& tensors, const std::vector<std::size_t>& which,
+                double momentum) {
+  if (which.empty()) return;
+  std::vector<std::int64_t> sizes;
+  sizes.reserve(which.size());
+  for (std::size_t i : which) sizes.push_back(tensors[i].average.numel());
+  for (const cuda::AdamWLaunchPlan& plan : cuda::plan_adamw(sizes)) {
+    EmaLaunch<T> L{};
+    L.count = static_cast<int>(plan.segments.size());
+    L.m = static_cast<T>(momentum);
+    L.rest = static_cast<T>(1.0 - momentum);
+    for (int s = 0; s < L.count; ++s) {
+      const cuda::AdamWSegmentPlan& sp = plan.segments[static_cast<std::size_t>(s)];
+      const EmaTensor& a = tensors[which[sp.tensor]];
+      L.seg[s].avg = cuda::device_ptr<T>(a.average, "ema average") + sp.begin;
+      L.seg[s].val = cuda::device_ptr<T>(a.value, "ema value") + sp.begin;
+      L.seg[s].n = sp.size;
+    }
+    for (int s = 0; s <= L.count; ++s) L.block_start[s] = plan.block_start[static_cast<std::size_t>(s)];
+    ema_segments<T><<<static_cast<unsigned>(plan.blocks()), cuda::kAdamWThreads, 0, stream>>>(L);
+    UPCYCLE_CUDA_CHECK_LAUNCH();
+  }
+}
+
 }  // namespace
+
+// CPU twin: CpuBackend::ema in src/backend/cpu/cpu_optim.cpp.
+void CudaBackend::ema(const std::vector<EmaTensor>& tensors, double momentum) {
+  std::vector<std::size_t> f32, f64;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const EmaTensor& a = tensors[i];
+    check_ema_tensor(a, momentum);
+    dispatch_floating(a.average.dtype(), "ema", [&](auto t) {
+      using T = decltype(t);
+      for (const Tensor* x : {&a.average, &a.value}) cuda::device_ptr<T>(*x, "ema");
+      (std::is_same_v<T, float> ? f32 : f64).push_back(i);
+    });
+  }
+  launch_ema<float>(stream(), tensors, f32, momentum);
+  launch_ema<double>(stream(), tensors, f64, momentum);
+}
 
 // CPU twin: CpuBackend::adamw in src/backend/cpu/cpu_optim.cpp. Every tensor is checked before
 // anything is enqueued; f32 and f64 tensors go to separate launches.

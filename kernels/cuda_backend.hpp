@@ -44,6 +44,7 @@ class CudaBackend final : public Backend {
   void* allocate_pinned(std::size_t bytes) override;
   void deallocate_pinned(void* ptr) override;
   AllocatorStats allocator_stats() const override;
+  void reset_peak_bytes() override;
   void synchronize() override;
   StreamHandle compute_stream() override { return stream_; }
   StreamHandle create_stream() override;
@@ -119,6 +120,7 @@ class CudaBackend final : public Backend {
 
   // --- optimisers (adamw.cu) ---
   void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) override;
+  void ema(const std::vector<EmaTensor>& tensors, double momentum) override;
 
  private:
   class CachingAllocator;  // cuda_memory.cpp

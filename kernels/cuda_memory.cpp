@@ -115,4 +115,9 @@ AllocatorStats CudaBackend::allocator_stats() const {
   return s;
 }
 
+void CudaBackend::reset_peak_bytes() {
+  std::lock_guard<std::mutex> lock(allocator_->mu);
+  allocator_->stats.peak_bytes_in_use = allocator_->stats.bytes_in_use;
+}
+
 }  // namespace upcycle

@@ -3,8 +3,8 @@
 
     /usr/bin/python3 launch/plot_metrics.py RUN_DIR [--out DIR]
 
-Reads RUN_DIR/metrics.jsonl and writes PNG files to RUN_DIR/plots/ (or DIR), then prints the path
-of every file written, one per line. Needs only the Debian packages python3-matplotlib and
+Reads RUN_DIR/metrics.jsonl (and RUN_DIR/eval_report.json when the eval stage wrote one) and writes
+PNG files to RUN_DIR/plots/ (or DIR), then prints the path of every file written, one per line. Needs only the Debian packages python3-matplotlib and
 python3-numpy; it uses the non-interactive Agg backend, so no display is needed.
 
 Input. One JSON object per line, as upcycle_train writes them:
@@ -27,6 +27,17 @@ Figures (each written only when its keys occur; a run without evaluations gets n
   <event>_other.png one panel per further top-level numeric key of that event (e.g. a future
                     "lb_loss" in train events), so nothing logged is silently dropped
   <group>.png       grouped statistics, see below
+
+Evaluation report. When RUN_DIR/eval_report.json exists (written by the eval stage, docs/training.md),
+two more figures are drawn from it (a report that does not parse is skipped with a note on stderr):
+  eval_few_shot.png       few-shot probe test accuracy vs k (labelled images per class), one line
+                          per model (dense, moe) with error bars = the std over draws, and each
+                          model's full test accuracy as a dashed line; only for classification runs
+  eval_specialisation.png one panel per specialisation measure of the MoE blocks (weight and output
+                          cosine, entropy, normalised entropy, load CoV, mean expert probability,
+                          relative compactness), one bar per MoE block (the dense model has none);
+                          a measure that is NaN (e.g. compactness with fewer than two experts
+                          used) is marked n/a
 
 Grouped statistics (the convention for per-MoE-block routing statistics and the like). A key of
 the form "<group>/<name>" -- its group is everything before the LAST "/" -- belongs to a group,
@@ -294,6 +305,119 @@ def plot_all(records, out_dir):
     return p.written
 
 
+def read_eval_report(path):
+    """The parsed eval_report.json (a dict), or None when it is absent or does not parse (noted)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            report = json.load(f)
+    except ValueError as e:
+        print(f"plot_metrics: {path}: skipping the evaluation report that does not parse ({e})", file=sys.stderr)
+        return None
+    if not isinstance(report, dict):
+        print(f"plot_metrics: {path}: skipping the evaluation report that is not a JSON object", file=sys.stderr)
+        return None
+    return report
+
+
+EVAL_MODELS = ("dense", "moe")
+# The per-block measures of eval_specialisation.png: (report key, panel title).
+SPECIALISATION = (
+    ("weight_cosine", "expert weight cosine"),
+    ("output_cosine", "expert output cosine"),
+    ("entropy", "routing entropy (nats)"),
+    ("entropy_norm", "routing entropy / log E"),
+    ("load_cov", "load CoV"),
+    ("expert_mean_prob_mean", "mean expert probability"),
+    ("relative_compactness", "relative compactness (lower = more disentangled)"),
+)
+
+
+def few_shot_points(model):
+    """[(k, mean, std)] sorted by k from a model's "few_shot" object (entries that are not numbers are skipped)."""
+    points = []
+    few_shot = model.get("few_shot")
+    if not isinstance(few_shot, dict):
+        return points
+    for k, entry in few_shot.items():
+        try:
+            shots = int(k)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        mean, std = to_number(entry.get("mean")), to_number(entry.get("std"))
+        if mean is None or math.isnan(mean):
+            continue
+        points.append((shots, mean, 0.0 if std is None or math.isnan(std) else std))
+    return sorted(points)
+
+
+def plot_eval_report(report, out_dir):
+    """eval_few_shot.png and eval_specialisation.png from an eval_report.json; returns the paths written."""
+    p = Plotter(out_dir)
+    models = [(name, report[name]) for name in EVAL_MODELS if isinstance(report.get(name), dict)]
+
+    curves = [(name, model, few_shot_points(model)) for name, model in models]
+    curves = [c for c in curves if c[2]]
+    if curves:
+        fig, ax = p.plt.subplots(figsize=(7, 4.2))
+        for i, (name, model, points) in enumerate(curves):
+            color = f"C{i}"
+            ks = [k for k, _, _ in points]
+            ax.errorbar(ks, [m for _, m, _ in points], yerr=[s for _, _, s in points], marker="o", capsize=4,
+                        color=color, label=f"{name} few-shot probe")
+            test = model.get("test")
+            full = to_number(test.get("accuracy")) if isinstance(test, dict) else None
+            if full is not None and not math.isnan(full):
+                ax.axhline(full, linestyle="--", linewidth=1, color=color, label=f"{name} test accuracy (full head)")
+        all_k = sorted({k for _, _, points in curves for k, _, _ in points})
+        if len(all_k) > 1 and all_k[0] > 0:
+            ax.set_xscale("log")
+        ax.set_xticks(all_k)
+        ax.set_xticklabels([str(k) for k in all_k])
+        ax.set_xlabel("labelled training images per class (k)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title("few-shot ridge probe on frozen features (error bars: std over draws)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        p.save(fig, "eval_few_shot.png")
+
+    blocks = []
+    for name, model in models:
+        if isinstance(model.get("blocks"), dict):
+            blocks += [(f"{name} {block}", values) for block, values in model["blocks"].items()
+                       if isinstance(values, dict)]
+    measures = [(key, title) for key, title in SPECIALISATION
+                if any(to_number(values.get(key)) is not None for _, values in blocks)]
+    if blocks and measures:
+        n = len(measures)
+        cols = 1 if n == 1 else 2 if n <= 4 else 3
+        rows = (n + cols - 1) // cols
+        fig, axes = p.plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+        labels = [label for label, _ in blocks]
+        for ax, (key, title) in zip(axes.flat, measures):
+            values = [to_number(v.get(key)) for _, v in blocks]
+            heights = [0.0 if v is None or math.isnan(v) else v for v in values]
+            bars = ax.bar(range(len(labels)), heights, color=[f"C{i}" for i in range(len(labels))])
+            for bar, v in zip(bars, values):
+                if v is None or math.isnan(v):
+                    ax.annotate("n/a", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom",
+                                fontsize="small")
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels(labels, rotation=20, ha="right", fontsize="small")
+            ax.set_title(title, fontsize="medium")
+            ax.grid(True, axis="y", alpha=0.3)
+        for ax in list(axes.flat)[n:]:
+            ax.set_visible(False)
+        fig.suptitle("expert specialisation per MoE block (test split)")
+        fig.tight_layout()
+        p.save(fig, "eval_specialisation.png")
+    return p.written
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     metrics = os.path.join(args.run_dir, "metrics.jsonl")
@@ -306,6 +430,9 @@ def main(argv=None):
     records, _ = read_metrics(metrics)
     out_dir = args.out or os.path.join(args.run_dir, "plots")
     written = plot_all(records, out_dir)
+    report = read_eval_report(os.path.join(args.run_dir, "eval_report.json"))
+    if report is not None:
+        written += plot_eval_report(report, out_dir)
     if not written:
         print(f"plot_metrics: {metrics}: nothing to plot ({len(records)} events)", file=sys.stderr)
     for path in written:

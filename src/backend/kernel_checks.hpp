@@ -46,6 +46,14 @@ inline void check_adamw_tensor(const AdamWTensor& a) {
                 "adamw: devices differ from ", describe(a.param));
 }
 
+inline void check_ema_tensor(const EmaTensor& a, double momentum) {
+  UPCYCLE_CHECK(momentum >= 0.0 && momentum <= 1.0, "ema: momentum must lie in [0, 1], got ", momentum);
+  UPCYCLE_CHECK(a.average.defined() && a.value.defined(), "ema: undefined average or value");
+  UPCYCLE_CHECK(a.value.numel() == a.average.numel() && a.value.dtype() == a.average.dtype() &&
+                    a.value.device() == a.average.device(),
+                "ema: the value ", describe(a.value), " does not match the average ", describe(a.average));
+}
+
 // The shapes moe_dispatch writes (see Backend::moe_dispatch).
 inline void check_moe_dispatch_args(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity,
                                     const Tensor& counts, const Tensor& kept_slots, const Tensor& kept_tokens,

@@ -27,7 +27,7 @@ using Clock = std::chrono::steady_clock;
   X(masked_fill) X(reduce) X(expand_axis) X(sum_squares) X(permute) X(copy_axis) X(softmax)                 \
   X(softmax_backward) X(log_softmax) X(log_softmax_backward) X(causal_mask) X(cross_entropy)                \
   X(cross_entropy_backward) X(layernorm) X(layernorm_backward) X(rmsnorm) X(rmsnorm_backward)               \
-  X(gather_rows) X(index_add_rows) X(gather_last) X(scatter_add_last) X(topk) X(argsort) X(adamw)           \
+  X(gather_rows) X(index_add_rows) X(gather_last) X(scatter_add_last) X(topk) X(argsort) X(adamw) X(ema)           \
   X(grouped_gemm) X(moe_dispatch) X(copy_bytes_async) X(synchronize_event)
 
 enum Kernel : int {
@@ -304,6 +304,9 @@ class ProfilingBackend final : public Backend {
     timed(k_adamw, [&] { inner_.adamw(tensors, step); },
           [&] { return "adamw x" + std::to_string(tensors.size()); });
   }
+  void ema(const std::vector<EmaTensor>& tensors, double momentum) override {
+    timed(k_ema, [&] { inner_.ema(tensors, momentum); }, [&] { return "ema x" + std::to_string(tensors.size()); });
+  }
   void grouped_gemm(bool trans_a, bool trans_b, double alpha, double beta,
                     const std::vector<GemmGroup>& groups) override {
     timed(k_grouped_gemm, [&] { inner_.grouped_gemm(trans_a, trans_b, alpha, beta, groups); },
@@ -325,6 +328,7 @@ class ProfilingBackend final : public Backend {
   void* allocate_pinned(std::size_t bytes) override { return inner_.allocate_pinned(bytes); }
   void deallocate_pinned(void* ptr) override { inner_.deallocate_pinned(ptr); }
   AllocatorStats allocator_stats() const override { return inner_.allocator_stats(); }
+  void reset_peak_bytes() override { inner_.reset_peak_bytes(); }
   StreamHandle compute_stream() override { return inner_.compute_stream(); }
   StreamHandle create_stream() override { return inner_.create_stream(); }
   void destroy_stream(StreamHandle stream) override { inner_.destroy_stream(stream); }

@@ -39,6 +39,8 @@
 #include "upcycle/ops/elementwise.hpp"
 #include "upcycle/ops/loss.hpp"
 #include "upcycle/train/grad_reducer.hpp"
+#include "upcycle/ops/shape.hpp"
+#include "upcycle/train/eesd.hpp"
 #include "upcycle/train/optimizer.hpp"
 
 namespace {
@@ -49,7 +51,7 @@ struct Options {
   int threads = 0, steps = 30, warmup = 5, profile_steps = 10, rounds = 1;
   std::int64_t batch = 0, experts = 0, top_k = 2;  // batch 0: the shape's own
   double lr = 1e-3, weight_decay = 0.05, clip = 1.0, lb_weight = 0.01, z_weight = 0.001, peak_tflops = 0.0;
-  bool no_torch = false, detail = false, tf32 = false;
+  bool no_torch = false, detail = false, tf32 = false, eesd = false;
   std::string shape = "vit-tiny", device = "cpu", python = "/usr/bin/python3",
               script = bench::peer_script("bench_train_torch.py"), json_path;
 };
@@ -102,15 +104,15 @@ nn::ViTConfig vit_config(const Options& o) {
   return v;
 }
 
-struct Batch {
+struct ImageBatch {
   Tensor images, targets;
 };
 
 // Made on the CPU (the same values on every device), then moved.
-std::vector<Batch> random_batches(const nn::ViTConfig& v, std::int64_t batch, int count, Device device) {
-  std::vector<Batch> out;
+std::vector<ImageBatch> random_batches(const nn::ViTConfig& v, std::int64_t batch, int count, Device device) {
+  std::vector<ImageBatch> out;
   for (int i = 0; i < count; ++i) {
-    Batch b;
+    ImageBatch b;
     b.images = bench::randn({batch, v.channels, v.image_size, v.image_size}, 1000 + static_cast<std::uint64_t>(i))
                    .to(device);
     std::vector<std::int64_t> labels(static_cast<std::size_t>(batch));
@@ -129,14 +131,23 @@ class Trainer {
  public:
   // The model is initialised on the host and moved before the optimiser makes its state beside
   // the parameters.
-  Trainer(const nn::ViTConfig& v, const Options& o, Device device)
+  // eesd: distil the EMA teacher's dense ensemble at every MoE block (train/eesd.hpp, the
+  // [eesd] defaults: lambda 0.1, m 0.999, uniform weights, the MoE outputs).
+  Trainer(const nn::ViTConfig& v, const Options& o, Device device, bool eesd = false)
       : rng_(1234), model_(v, rng_), opt_((model_.to(device), model_.named_parameters()), adamw_options(o)),
         params_(model_.parameters()), opts_(o), stats_(Tensor::empty({2}, DType::f64, device)) {
     model_.train(true);
+    if (eesd) {
+      RngStream twin_rng(1234);
+      auto teacher = std::make_unique<nn::ViT>(v, twin_rng);
+      teacher->to(device);
+      eesd_ = std::make_unique<ExpertEnsembleDistillation>(ExpertEnsembleDistillation::Options{}, model_,
+                                                           std::move(teacher));
+    }
   }
 
   // One training step; returns the loss.
-  double step(const Batch& b) {
+  double step(const ImageBatch& b) {
     opt_.zero_grad();
     Var loss;
     {
@@ -148,6 +159,10 @@ class Trainer {
       const moe::MoeRouting& r = layer->last_routing();
       if (opts_.lb_weight > 0) total = total + moe::load_balancing_loss(r.probs, r.indices, opts_.lb_weight);
       if (opts_.z_weight > 0) total = total + moe::router_z_loss(r.logits, opts_.z_weight);
+    }
+    if (eesd_) {
+      profile::Region r("eesd");
+      total = total + reshape(eesd_->loss(Batch{b.images, b.targets}).backward, total.shape());
     }
     {
       profile::Region r("backward");
@@ -169,6 +184,10 @@ class Trainer {
       profile::Region r("optimizer");
       opt_.step(opts_.lr);
     }
+    if (eesd_) {
+      profile::Region r("eesd_ema");
+      eesd_->after_step();
+    }
     return sv[0];
   }
 
@@ -187,11 +206,61 @@ class Trainer {
   std::vector<Var> params_;
   Options opts_;
   Tensor stats_;  // [loss, sum of squared gradients]
+  std::unique_ptr<ExpertEnsembleDistillation> eesd_;
 };
 
 struct Timing {
   double median_s = 0, mean_s = 0, first_loss = 0, last_loss = 0, parameters = 0;
 };
+
+// --eesd: the same model and batches trained with EESD off and on, one after the other in each
+// round (the peer is the same binary without EESD). A trainer's peak memory is the allocator's peak
+// of bytes in use from just before it is built to the end of its steps, over the baseline then:
+// parameters, AdamW moments, gradients, activations (and with EESD the teacher and the targets).
+int eesd_overhead(const Options& o, const nn::ViTConfig& v, const std::vector<ImageBatch>& batches, Device device) {
+  Backend& be = backend_for(device);
+  struct Run {
+    double step_ms = 0, peak_mib = 0, loss = 0;
+  };
+  auto measure = [&](bool eesd) {
+    be.synchronize();
+    const std::int64_t base = be.allocator_stats().bytes_in_use;
+    be.reset_peak_bytes();
+    Run r;
+    {
+      Trainer trainer(v, o, device, eesd);
+      const std::vector<double> times = bench::time_calls(
+          [&](int i) { r.loss = trainer.step(batches[static_cast<std::size_t>(i) % batches.size()]); }, o.warmup,
+          o.steps, device);
+      r.step_ms = bench::median(times) * 1e3;
+      be.synchronize();
+      r.peak_mib = static_cast<double>(be.allocator_stats().peak_bytes_in_use - base) / (1 << 20);
+    }
+    return r;
+  };
+  std::printf("bench_train --eesd: EESD on (lambda 0.1, m 0.999, the MoE outputs) against off, %s\n",
+              bench::device_name(device));
+  std::printf("%-8s %10s %10s %10s %10s %9s %9s\n", "round", "off ms", "on ms", "time", "off MiB", "on MiB", "memory");
+  std::vector<double> time_ratio, mem_ratio;
+  MetricsWriter json = bench::json_lines(o.json_path);
+  for (int round = 0; round < o.rounds; ++round) {
+    const Run off = measure(false), on = measure(true);
+    time_ratio.push_back(on.step_ms / off.step_ms);
+    mem_ratio.push_back(on.peak_mib / off.peak_mib);
+    std::printf("%-8d %10.3f %10.3f %+9.1f%% %10.2f %9.2f %+8.1f%%\n", round + 1, off.step_ms, on.step_ms,
+                100.0 * (time_ratio.back() - 1), off.peak_mib, on.peak_mib, 100.0 * (mem_ratio.back() - 1));
+    JsonObject line;
+    line.add("bench", "train_eesd_overhead").add("device", bench::device_name(device)).add("round", round);
+    line.add("experts", o.experts).add("top_k", o.top_k).add("batch", o.batch).add("threads", o.threads);
+    line.add("off_step_ms", off.step_ms).add("on_step_ms", on.step_ms).add("off_peak_mib", off.peak_mib);
+    line.add("on_peak_mib", on.peak_mib).add("time_overhead", time_ratio.back() - 1);
+    line.add("memory_overhead", mem_ratio.back() - 1);
+    json.write(line);
+  }
+  std::printf("EESD overhead (median over %d rounds): time %+.1f%%, peak memory %+.1f%%\n", o.rounds,
+              100.0 * (bench::median(time_ratio) - 1), 100.0 * (bench::median(mem_ratio) - 1));
+  return 0;
+}
 
 // Runs the PyTorch peer (env: a VAR=VALUE prefix or empty); false when it failed.
 bool run_torch(const Options& o, const nn::ViTConfig& v, Device device, const std::string& env, Timing& out) {
@@ -248,6 +317,7 @@ int main(int argc, char** argv) {
       .add("profile-steps", o.profile_steps, "upcycle steps profiled after the timing (0: no profile)")
       .flag("detail", o.detail, "profile by GEMM shape and op as well")
       .flag("no-torch", o.no_torch, "time upcycle only")
+      .flag("eesd", o.eesd, "time EESD on against EESD off (needs --experts; no PyTorch peer)")
       .add("python", o.python, "the Python that runs the PyTorch peer")
       .add("torch-script", o.script, "the PyTorch peer")
       .add("json", o.json_path, "also write one JSON line per round to this file", "none");
@@ -259,6 +329,7 @@ int main(int argc, char** argv) {
     args.fail("--steps, --batch and --rounds must be positive; --warmup, --profile-steps, --experts and "
               "--peak-tflops not negative");
   if (o.experts > 0 && (o.top_k < 1 || o.top_k > o.experts)) args.fail("--top-k must be in [1, --experts]");
+  if (o.eesd && o.experts == 0) args.fail("--eesd distils MoE layers: give --experts > 0");
   const Device device = bench::choose(args, o.device, o.tf32);
   const bool gpu = device == Device::cuda;
   o.threads = configure_cpu_threads(o.threads);
@@ -266,6 +337,7 @@ int main(int argc, char** argv) {
   const nn::ViTConfig v = vit_config(o);
   const std::int64_t seq = 1 + v.num_patches(), tokens = o.batch * seq;
   const auto batches = random_batches(v, o.batch, 4, device);
+  if (o.eesd) return eesd_overhead(o, v, batches, device);
   Trainer trainer(v, o, device);
   if (o.experts > 0)
     std::printf("bench_train: MoE in blocks 1, 3, ...: %lld experts, top-%lld\n", static_cast<long long>(o.experts),

@@ -86,7 +86,10 @@ ExpertSet upcycle_cluster(const BlockContext& ctx, const DenseFfn& dense, BlockR
   for (std::int64_t e = world.rank(); e < E; e += world.size()) {
     const Tensor ge = Tensor::from_vector<double>(
         std::vector<double>(g.data<double>() + e * D * D, g.data<double>() + (e + 1) * D * D), {D, D}, Device::cpu);
-    const WhitenedSvdResult r = whitened_truncated_svd(dense.w1, ge, o.svd);
+    WhitenedSvdOptions svd = o.svd;
+    RngStream subspace_rng(upcycle_stream(o.seed, ctx.block).seed(), static_cast<std::uint64_t>(e + 1) << 40);
+    if (o.random_subspace) svd.random_subspace = &subspace_rng;
+    const WhitenedSvdResult r = whitened_truncated_svd(dense.w1, ge, svd);
     std::memcpy(s.w1.data<float>() + e * w1_size, r.w1.data<float>(), static_cast<std::size_t>(w1_size) * sizeof(float));
     pi[e * 4 + 0] = static_cast<double>(r.rank);
     pi[e * 4 + 1] = r.energy_kept;

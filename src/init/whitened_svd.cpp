@@ -199,8 +199,21 @@ WhitenedSvdResult whitened_truncated_svd(const Tensor& w1, const Tensor& second_
   res.dropped_sq = dropped;
   res.energy_kept = kept + dropped > 0.0 ? kept / (kept + dropped) : 1.0;
 
-  // W1_r = (U_r Sigma_r V_r^T) S^-1: solve X S = M for X.
-  const Matrix m = truncated_product(f, res.rank);
+  Matrix m;
+  if (options.random_subspace != nullptr && res.rank > 0) {
+    // The control: the same rank, a random subspace of the whitened input space.
+    const Matrix q = orthonormal_complement(Matrix(), gaussian(D, res.rank, *options.random_subspace));
+    const Matrix ws = matmul(w, wh.s);
+    m = matmul(matmul(ws, q), q, false, true);  // W1 S Q Q^T
+    double total = 0.0;
+    for (double s : f.sigma) total += s * s;
+    const double in = frobenius_norm(matmul(ws, q));
+    res.energy_kept = total > 0.0 ? in * in / total : 1.0;
+    res.dropped_sq = std::max(0.0, total - in * in);
+  } else {
+    m = truncated_product(f, res.rank);  // U_r Sigma_r V_r^T
+  }
+  // W1_r = M S^-1: solve X S = M for X.
   const Matrix w1_r = res.rank > 0 ? solve_triangular(wh.s, Triangle::lower, m, Side::right) : m;
   res.w1 = to_tensor(w1_r, w1.dtype());
   return res;

@@ -55,6 +55,12 @@ const std::vector<ConfigRule>& config_rules() {
                        show(c, "moe.expert_ffn_width") + " must be " + show(c, "model.ffn_width") + " / " +
                            show(c, "upcycle.granularity") + " (or 0) with upcycle.method = granular");
        }},
+      {"upcycle.subspace = random needs upcycle.method = cluster",
+       [](const Config& c) {
+         return unless(c.get_string("upcycle.subspace") == "svd" || c.get_string("upcycle.method") == "cluster",
+                       show(c, "upcycle.subspace") + " is a control of cluster-aware upcycling, but " +
+                           show(c, "upcycle.method"));
+       }},
       {"moe.block_list is set exactly when moe.blocks = list",
        [](const Config& c) {
          const bool is_list = c.get_string("moe.blocks") == "list";

@@ -107,6 +107,9 @@ const std::vector<ConfigKey>& config_schema() {
        "cluster: spectral energy each expert keeps of the whitened up-projection."},
       {"upcycle", "min_rank_frac", T::Float, "0.5", closed(0, 1), nullptr,
        "cluster: rank floor as a fraction of model.width (tau alone can pick rank 1-2)."},
+      {"upcycle", "subspace", T::Enum, "svd", kAnyValue, "svd|random",
+       "cluster: the rank-r subspace each expert keeps: svd (the top whitened singular directions) or random "
+       "(a random orthonormal subspace of the same rank; a control for the SVD's choice)."},
       {"upcycle", "chol_eps", T::Float, "1e-5", at_least(0), nullptr,
        "cluster: Cholesky jitter, relative to the mean diagonal of the second moment."},
       {"upcycle", "drop_ratio", T::Float, "0.5", closed(0, 1), nullptr,

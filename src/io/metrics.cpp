@@ -1,5 +1,7 @@
 #include "upcycle/io/metrics.hpp"
 
+#include "upcycle/io/log.hpp"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -128,6 +130,7 @@ Progress::Progress(std::string stage, std::int64_t total_steps, std::int64_t fir
       start_(std::chrono::steady_clock::now()) {}
 
 void Progress::update(std::int64_t step, double loss, double lr, double tokens_per_s) {
+  if (!log_enabled(LogLevel::info)) return;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double done = static_cast<double>(step - first_);
   const double eta = done > 0 ? elapsed / done * static_cast<double>(total_ - step) : NAN;
@@ -143,10 +146,11 @@ void Progress::update(std::int64_t step, double loss, double lr, double tokens_p
   }
 }
 
-void Progress::message(const std::string& line) {
+void Progress::message(const std::string& line, LogLevel level) {
+  if (!log_enabled(level)) return;
   if (dirty_) std::cout << "\n";
   dirty_ = false;
-  std::cout << line << std::endl;
+  log_message(level, line);
 }
 
 void Progress::finish() {

@@ -2,6 +2,7 @@
 
 #include "upcycle/backend/backend.hpp"
 #include "upcycle/dist/all_to_all.hpp"
+#include "upcycle/moe/dense_ensemble.hpp"
 #include "upcycle/moe/dispatch.hpp"
 #include "upcycle/nn/init.hpp"
 #include "upcycle/ops/elementwise.hpp"
@@ -145,6 +146,7 @@ Var MoeLayer::forward(const Var& x) {
   const std::int64_t T = x.value().numel() / D;
   const Device dev = x.device();
   const Var x2 = reshape(x, {T, D});
+  if (dense_ensemble_) return reshape(Var(dense_ensemble(*this, x2.value())), in_shape);
 
   // 1. Route, and plan the dispatch on the device (only the counts come to the host: they size
   //    the exchange and the expert GEMMs).
@@ -219,6 +221,22 @@ std::vector<MoeLayer*> moe_layers_of(const nn::ModuleList<nn::TransformerBlock>&
   std::vector<MoeLayer*> out;
   for (std::size_t i = 0; i < blocks.size(); ++i)
     if (MoeLayer* m = moe_layer_of(blocks[i])) out.push_back(m);
+  return out;
+}
+
+namespace {
+void collect_moe_layers(const nn::Module& m, const std::string& path, std::vector<std::pair<std::string, MoeLayer*>>& out) {
+  for (const auto& [name, child] : m.children()) {
+    const std::string p = path.empty() ? name : path + "/" + name;
+    if (auto* layer = dynamic_cast<MoeLayer*>(child)) out.emplace_back(p, layer);
+    else collect_moe_layers(*child, p, out);
+  }
+}
+}  // namespace
+
+std::vector<std::pair<std::string, MoeLayer*>> find_moe_layers(const nn::Module& root) {
+  std::vector<std::pair<std::string, MoeLayer*>> out;
+  collect_moe_layers(root, "", out);
   return out;
 }
 

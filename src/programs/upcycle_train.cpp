@@ -1,5 +1,7 @@
 // upcycle_train: reads and validates the config, prepares the run directory, runs the stages.
 // Exit status (README.md "Command line"): 0 success, 2 usage or config error, 1 failure at run time.
+#include <unistd.h>
+
 #include <exception>
 #include <filesystem>
 #include <iostream>
@@ -12,6 +14,7 @@
 #include "upcycle/dist/world.hpp"
 #include "upcycle/io/command_line.hpp"
 #include "upcycle/io/config.hpp"
+#include "upcycle/io/log.hpp"
 #include "upcycle/train/stages.hpp"
 
 namespace {
@@ -22,6 +25,7 @@ void run(const upcycle::Config& cfg) {
   // What this build cannot run, and the device every stage trains on ("cuda" without a usable GPU
   // fails here, naming the CUDA error), are checked before anything is written to the run directory.
   upcycle::check_stages_runnable(cfg);
+  upcycle::set_log_level(upcycle::parse_log_level(cfg.get_string("log.level")));
   const upcycle::DeviceChoice device = upcycle::choose_device(cfg.get_string("run.device"));
   if (device.device == upcycle::Device::cuda)
     upcycle::backend_for(upcycle::Device::cuda).set_allow_tf32(cfg.get_bool("run.allow_tf32"));
@@ -36,9 +40,16 @@ void run(const upcycle::Config& cfg) {
   }
   const int threads = upcycle::configure_cpu_threads(static_cast<int>(cfg.get_int("run.threads")));
   if (world->rank() == 0) {
-    std::cout << "upcycle_train: " << world->size() << " rank(s) x " << threads << " thread(s) on "
-              << upcycle::device_name(device.device) << ", run dir " << dir.string() << std::endl;
-    if (!device.reason.empty()) std::cout << device.reason << std::endl;
+    upcycle::log_info("upcycle_train: " + std::to_string(world->size()) + " rank(s) x " + std::to_string(threads) +
+                      " thread(s) on " + upcycle::device_name(device.device) + ", run dir " + dir.string());
+    if (!device.reason.empty()) upcycle::log_info(device.reason);
+  }
+  // Every rank names itself (log.level = debug): where each process of a multi-node job runs.
+  if (upcycle::log_enabled(upcycle::LogLevel::debug)) {
+    char host[256] = "?";
+    ::gethostname(host, sizeof host - 1);
+    upcycle::log_debug("rank " + std::to_string(world->rank()) + " of " + std::to_string(world->size()) + " on host " +
+                       host + ", pid " + std::to_string(::getpid()) + ", device " + upcycle::device_name(device.device));
   }
   world->barrier();
   upcycle::run_stages(cfg, world);

@@ -50,17 +50,26 @@ Tensor pair_tensor(std::int64_t a, std::int64_t b) { return Tensor::from_vector<
 
 }  // namespace
 
+namespace {
+void gather_into(const std::string& path, const Tensor& local, Communicator& ep, std::map<std::string, Tensor>& out) {
+  const Tensor src = local.to(Device::cpu);
+  Tensor full = Tensor::empty(gathered_shape(src.shape(), ep.size()), src.dtype(), Device::cpu);
+  ep.all_gather(src, full);
+  out.emplace(path, full);
+}
+}  // namespace
+
+void gather_module_experts(const nn::Module& module, const std::string& prefix, Communicator& ep,
+                           std::map<std::string, Tensor>& full) {
+  for (const auto& [name, p] : module.named_parameters())
+    if (moe::MoeLayer::is_expert_parameter(name)) gather_into(prefix + name, p.value(), ep, full);
+}
+
 std::map<std::string, Tensor> gather_expert_tensors(const nn::Module& model, const AdamW* optimizer,
                                                     Communicator& ep) {
   std::map<std::string, Tensor> out;
-  auto gather = [&](const std::string& path, const Tensor& local) {
-    const Tensor src = local.to(Device::cpu);
-    Tensor full = Tensor::empty(gathered_shape(src.shape(), ep.size()), src.dtype(), Device::cpu);
-    ep.all_gather(src, full);
-    out.emplace(path, full);
-  };
-  for (const auto& [name, p] : model.named_parameters())
-    if (moe::MoeLayer::is_expert_parameter(name)) gather("/model/" + name, p.value());
+  auto gather = [&](const std::string& path, const Tensor& local) { gather_into(path, local, ep, out); };
+  gather_module_experts(model, "/model/", ep, out);
   if (optimizer)
     for (const auto& s : optimizer->slots())
       if (moe::MoeLayer::is_expert_parameter(s.name)) {
@@ -95,8 +104,12 @@ void save_checkpoint(const std::string& path, const Config& cfg, const nn::Modul
     h5::write_tensor(f, "/state/rng/dropout", pair_tensor(static_cast<std::int64_t>(state.dropout_rng.seed()),
                                                           static_cast<std::int64_t>(state.dropout_rng.offset())));
     h5::write_tensor(f, "/state/data/cursor", pair_tensor(state.cursor.epoch, state.cursor.position));
-    if (shards)
+    if (shards) {
       for (const auto& [dataset, t] : shards->extras) h5::write_tensor(f, dataset, t.to(Device::cpu));
+      for (const auto& [prefix, module] : shards->modules)
+        for (const auto& [name, p] : module->named_parameters())
+          h5::write_tensor(f, prefix + name, pick(prefix + name, p.value()));
+    }
   });
 }
 
@@ -112,6 +125,11 @@ h5::File open_checkpoint(const std::string& path) {
   return f;
 }
 }  // namespace
+
+bool checkpoint_has_dataset(const std::string& path, const std::string& dataset) {
+  h5::File f = open_checkpoint(path);
+  return h5::has_dataset(f, dataset);
+}
 
 std::string checkpoint_config_text(const std::string& path) {
   h5::File f = open_checkpoint(path);
@@ -137,6 +155,10 @@ void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimize
   std::vector<std::pair<Var, Tensor>> params;
   for (const auto& [name, p] : model.named_parameters())
     params.emplace_back(p, read(name, "/model/" + name, p.dtype(), p.shape()));
+  if (options)
+    for (const auto& [prefix, module] : options->modules)
+      for (const auto& [name, p] : module->named_parameters())
+        params.emplace_back(p, read(name, prefix + name, p.dtype(), p.shape()));
   std::vector<std::pair<Tensor, Tensor>> moments;
   std::int64_t opt_steps = 0;
   if (optimizer) {

@@ -6,7 +6,10 @@
 #include <functional>
 #include <iostream>
 
+#include "upcycle/io/log.hpp"
 #include "upcycle/io/metrics.hpp"
+#include "upcycle/train/eval_stage.hpp"
+#include "upcycle/train/eesd.hpp"
 #include "upcycle/train/moe_training.hpp"
 #include "upcycle/train/trainer.hpp"
 #include "upcycle/train/upcycle_stage.hpp"
@@ -73,7 +76,7 @@ void run_moe(const Config& chain_cfg, std::shared_ptr<Communicator> world) {
       lo.expert_shard = groups.expert_parallel->rank();
       lo.expert_shards = groups.expert_parallel->size();
       load_checkpoint(init, task->model(), nullptr, nullptr, &lo);
-      if (world->rank() == 0) std::cout << "[moe] initialised from " << init << std::endl;
+      if (world->rank() == 0) log_info("[moe] initialised from " + init);
     }
   }
   Trainer trainer(cfg, groups, *task, "moe", cfg.get_string("run.dir"));
@@ -101,7 +104,7 @@ constexpr Stage kStages[] = {
     {"dense", &run_dense, true},
     {"upcycle", &run_upcycle_stage, false},
     {"moe", &run_moe, true},
-    {"eval", nullptr, false},
+    {"eval", &run_eval_stage, false},
 };
 
 }  // namespace
@@ -114,13 +117,21 @@ std::vector<std::string> available_stages() {
 }
 
 void check_stages_runnable(const Config& cfg) {
-  // Keys whose other values are not built yet (the NCCL communicator, EESD).
-  if (cfg.get_bool("eesd.enabled"))
+  const auto& stages = cfg.get_string_list("run.stages");
+  // EESD distils the MoE stage's experts: without that stage the key would do nothing.
+  if (cfg.get_bool("eesd.enabled") && std::find(stages.begin(), stages.end(), "moe") == stages.end())
     UPCYCLE_USAGE_ERROR("eesd.enabled = true (", cfg.origin("eesd.enabled"),
-                        "): Expert-Ensemble Self-Distillation is not built in this version; set it to false");
+                        ") distils the experts of stage moe, but run.stages has no moe stage; add moe to run.stages "
+                        "or set eesd.enabled = false");
+  if (cfg.get_bool("eesd.enabled")) check_eesd_config(cfg);
+  // Keys whose other values are not built yet (the NCCL communicator).
   if (cfg.get_string("parallel.backend") == "nccl")
     UPCYCLE_USAGE_ERROR("parallel.backend = nccl: this build has no NCCL communicator (use mpi)");
-  const auto& stages = cfg.get_string_list("run.stages");
+  // An eval stage with no training stage before it scores checkpoints that must exist now: refuse
+  // before anything is written (eval_checkpoints names the missing paths).
+  const bool trains = std::find(stages.begin(), stages.end(), "dense") != stages.end() ||
+                      std::find(stages.begin(), stages.end(), "moe") != stages.end();
+  if (!trains && std::find(stages.begin(), stages.end(), "eval") != stages.end()) eval_checkpoints(cfg);
   // Check every stage before running any, so a typo does not cost a finished dense run.
   for (const auto& name : stages) {
     bool known = false;

@@ -56,6 +56,9 @@ Trainer::Trainer(const Config& cfg, const ProcessGroups& groups, Task& task, std
                       groups_.expert_parallel->size() * groups_.expert_data_parallel->size() == world_->size(),
                   "Trainer: inconsistent process groups (EP ", groups_.expert_parallel->size(), ", the layers' EP ",
                   layer.ep_size(), ", world ", world_->size(), ")");
+    // The teacher starts as the student is now (the upcycled or random initialisation); a resume
+    // then loads the saved teacher over it.
+    if (cfg.get_bool("eesd.enabled")) eesd_ = std::make_unique<ExpertEnsembleDistillation>(cfg, task_);
   } else {
     moe_.reset();
     replicated_ = params_;
@@ -82,7 +85,15 @@ void Trainer::resume_from(const std::string& path) {
     options.expert_shards = groups_.expert_parallel->size();
     options.optional = moe_->state_tensors();
   }
+  // A checkpoint written without EESD (or by the dense-to-MoE path) has no teacher: it then starts
+  // as a copy of the resumed student.
+  const bool teacher_saved = eesd_ && checkpoint_has_dataset(path, kTeacherPrefix + task_.model().named_parameters().front().first);
+  if (teacher_saved) options.modules.emplace_back(kTeacherPrefix, &eesd_->teacher());
   load_checkpoint(path, task_.model(), optimizer_.get(), &state_, &options);
+  if (eesd_ && !teacher_saved) {
+    eesd_ = std::make_unique<ExpertEnsembleDistillation>(cfg_, task_);
+    say("[" + stage_ + "] " + path + " has no EESD teacher: it starts as a copy of the resumed student", LogLevel::warn);
+  }
   task_.sampler().restore(state_.cursor);
   // Dropout streams are per rank: keep this rank's seed, continue from the saved offset.
   state_.dropout_rng = RngStream(dropout_stream(cfg_, world_->rank()).seed(), state_.dropout_rng.offset());
@@ -93,12 +104,12 @@ void Trainer::resume_from(const std::string& path) {
   if (!run_dir_.empty() && is_root(*world_)) write_config_file(cfg_, (fs::path(run_dir_) / "config.ini").string());
 }
 
-void Trainer::say(const std::string& line) {
+void Trainer::say(const std::string& line, LogLevel level) {
   if (!is_root(*world_)) return;
   if (progress_)
-    progress_->message(line);
+    progress_->message(line, level);
   else
-    std::cout << line << std::endl;
+    log_message(level, line);
 }
 
 void Trainer::log_step(std::int64_t step, double loss, double lr, double gnorm, double tokens_per_s) {
@@ -111,6 +122,7 @@ void Trainer::log_step(std::int64_t step, double loss, double lr, double gnorm, 
       .add("grad_norm", gnorm)
       .add("tokens_per_s", tokens_per_s);
   if (moe_) moe_->add_metrics(o);  // on every rank: it also resets the loss averages
+  if (eesd_) eesd_->add_metrics(o);
   if (!is_root(*world_)) return;
   metrics_.write(o);
 }
@@ -141,9 +153,12 @@ void Trainer::checkpoint() {
   // keeps ranks from racing ahead to a resume or a next stage that reads the file.
   CheckpointShards shards;
   if (moe_) {
-    if (groups_.expert_data_parallel->rank() == 0)
+    if (groups_.expert_data_parallel->rank() == 0) {
       shards.full = gather_expert_tensors(task_.model(), optimizer_.get(), *groups_.expert_parallel);
+      if (eesd_) gather_module_experts(eesd_->teacher(), kTeacherPrefix, *groups_.expert_parallel, shards.full);
+    }
     shards.extras = moe_->state_tensors();
+    if (eesd_) shards.modules.emplace_back(kTeacherPrefix, &eesd_->teacher());
   }
   if (is_root(*world_)) {
     TrainState s = state_;
@@ -222,6 +237,12 @@ TrainResult Trainer::run() {
         const MoeTraining::Losses aux = moe_->losses(part);
         if (aux.backward.defined()) loss = loss + reshape(aux.backward, loss.shape());
         if (aux.value.defined()) be.axpy(1.0 / static_cast<double>(micro), aux.value, loss_slot);
+        if (eesd_) {
+          // Distillation towards the EMA teacher (before the routing is freed below).
+          const ExpertEnsembleDistillation::Loss d = eesd_->loss(part);
+          loss = loss + reshape(d.backward, loss.shape());
+          be.axpy(1.0 / static_cast<double>(micro), d.value, loss_slot);
+        }
       }
       mul_scalar(loss, 1.0 / static_cast<double>(micro)).backward();
       // Routing statistics of the last micro-batch of a logged step.
@@ -249,6 +270,7 @@ TrainResult Trainer::run() {
       if (clip > 0 && gnorm > clip) scale_grads(params_, clip / gnorm);
       optimizer_->step(lr);
       if (moe_) moe_->after_step();
+      if (eesd_) eesd_->after_step();
       result.losses.push_back(loss);
       window_tokens += sv[1];
       window_loss += loss;
@@ -260,7 +282,8 @@ TrainResult Trainer::run() {
                       "); lower train.lr, or set train.nan_policy = skip to skip such steps");
       ++result.skipped_steps;
       if (moe_) moe_->after_step(false);
-      say("[" + stage_ + "] step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped");
+      say("[" + stage_ + "] step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped",
+          LogLevel::warn);
       if (is_root(*world_))
         metrics_.write(JsonObject().add("event", "skipped_step").add("stage", stage_).add("step", step + 1));
     }

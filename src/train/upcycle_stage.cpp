@@ -89,6 +89,7 @@ init::UpcycleOptions upcycle_options_from(const Config& cfg) {
   o.svd.tau = cfg.get_float("upcycle.tau");
   o.svd.min_rank_frac = cfg.get_float("upcycle.min_rank_frac");
   o.svd.chol_eps = cfg.get_float("upcycle.chol_eps");
+  o.random_subspace = cfg.get_string("upcycle.subspace") == "random";
   return o;
 }
 
@@ -225,8 +226,8 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
   load_checkpoint(dense_path, dense_task->model(), nullptr, nullptr);
   auto moe_task = make_moe_task(cfg, world).task;
   if (root)
-    std::cout << "[upcycle] " << cfg.get_string("upcycle.method") << " upcycling of " << dense_path << " into "
-              << cfg.get_int("moe.num_experts") << " experts per MoE block" << std::endl;
+    log_info("[upcycle] " + cfg.get_string("upcycle.method") + " upcycling of " + dense_path + " into " +
+             std::to_string(cfg.get_int("moe.num_experts")) + " experts per MoE block");
 
   UpcycleResult r = upcycle_model(cfg, *dense_task, *moe_task, *world);
 
@@ -274,15 +275,18 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
   for (const auto& key : {"granularity", "calib_tokens", "kmeans_iters", "kmeans_init_sample"})
     params.add(key, cfg.get_int(std::string("upcycle.") + key));
   params.add("granular_scale", cfg.get_bool("upcycle.granular_scale") ? "true" : "false");
+  params.add("subspace", cfg.get_string("upcycle.subspace"));
   report.add_raw("parameters", params.str());
   if (!r.calibration.blocks.empty()) {
     JsonObject cal;
     cal.add("tokens", r.calibration.global_tokens).add("batches", r.calibration.batches);
     cal.add("bytes_per_rank_max", r.calibration.bytes_max).add("exhausted", r.calibration.exhausted ? "true" : "false");
     report.add_raw("calibration", cal.str());
-    std::cout << "[upcycle] calibration: " << r.calibration.global_tokens << " tokens per block from "
-              << r.calibration.batches << " batches, " << static_cast<double>(r.calibration.bytes_max) / (1 << 20)
-              << " MiB per rank at most" << (r.calibration.exhausted ? " (one epoch ended first)" : "") << std::endl;
+    char mib[32];
+    std::snprintf(mib, sizeof mib, "%.3g", static_cast<double>(r.calibration.bytes_max) / (1 << 20));
+    log_info("[upcycle] calibration: " + std::to_string(r.calibration.global_tokens) + " tokens per block from " +
+             std::to_string(r.calibration.batches) + " batches, " + mib + " MiB per rank at most" +
+             (r.calibration.exhausted ? " (one epoch ended first)" : ""));
   }
   std::string blocks = "[";
   for (std::size_t i = 0; i < r.blocks.size(); ++i) {
@@ -293,7 +297,7 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
                       ": objective " + std::to_string(it.objective) + ", changed " + std::to_string(it.changed) +
                       (it.reseeded ? ", re-seeded " + std::to_string(it.reseeded) : std::string()) + ", sizes";
       for (auto s : it.sizes) l += " " + std::to_string(s);
-      std::cout << l << "\n";
+      log_debug(l);  // every Lloyd iteration: detail for log.level = debug
     }
     std::string line = "[upcycle] block " + std::to_string(r.blocks[i]) + ":";
     if (!rep.kmeans.empty())
@@ -308,14 +312,14 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
       line += " SVD ranks";
       for (auto s : rep.svd_ranks) line += " " + std::to_string(s);
     }
-    std::cout << line << std::endl;
-    for (const auto& n : rep.notes) std::cout << "[upcycle] note: " << n << std::endl;
+    log_info(line);
+    for (const auto& n : rep.notes) log_info("[upcycle] note: " + n);
   }
   report.add_raw("blocks", blocks + "]");
   JsonObject secs;
   for (const auto& [phase, s] : r.seconds) secs.add(phase, s);
   report.add_raw("seconds", secs.str());
-  std::cout << "[upcycle] wrote " << out_path << " in " << seconds_since(t0) << " s" << std::endl;
+  log_info("[upcycle] wrote " + out_path + " in " + std::to_string(seconds_since(t0)) + " s");
 
   MetricsWriter((fs::path(run_dir) / "metrics.jsonl").string()).write(report);
   write_json_file((fs::path(run_dir) / "upcycle_report.json").string(), report);

@@ -65,13 +65,20 @@ cp "$tmp/out" "$tmp/resolved.ini"
 expect 0 "steps = 42" -- "$tmp/resolved.ini" --print-config
 cmp -s "$tmp/out" "$tmp/resolved.ini" || { echo "FAIL: --print-config output does not read back to itself"; failures=$((failures + 1)); }
 
+# The eval stage with nothing to score (exit 2): it names both checkpoints it looked for, or the
+# key of an explicitly given path that does not exist.
+expect 2 "eval: no checkpoint to evaluate" "$tmp/evalrun/checkpoints/dense/latest.h5" \
+  "$tmp/evalrun/checkpoints/moe/latest.h5" -- "$example" --run.dir="$tmp/evalrun" --run.stages=eval
+expect 2 "eval.moe_checkpoint = $tmp/absent.h5 (command line): the checkpoint does not exist" -- "$example" \
+  --run.dir="$tmp/evalrun" --run.stages=eval --eval.moe_checkpoint="$tmp/absent.h5"
+[ ! -e "$tmp/evalrun/config.ini" ] || { echo "FAIL: a refused eval run wrote run.dir/config.ini"; failures=$((failures + 1)); }
+
 # A valid config asking for what this version cannot run (a stage, a key's value not built yet, a
 # GPU that is not there) is refused before anything runs or is written: the run directory of an
 # earlier run keeps the config.ini that describes its checkpoints.
 mkdir -p "$tmp/run"
 echo "earlier run" >"$tmp/run/config.ini"
-expect 2 "the stage 'eval' is not available in this version" -- "$example" --run.dir="$tmp/run" --train.steps=42
-expect 2 "eesd.enabled = true (command line)" "not built in this version" -- "$tmp/resolved.ini" --run.dir="$tmp/run" \
+expect 2 "eesd.enabled = true (command line)" "run.stages has no moe stage" -- "$tmp/resolved.ini" --run.dir="$tmp/run" \
   --run.stages=dense --eesd.enabled=true
 # cuda without a usable GPU (or in a build without CUDA) is a run-time failure naming why.
 expect 1 "run.device = cuda" "no usable GPU" -- "$tmp/resolved.ini" --run.dir="$tmp/run" --run.stages=dense \

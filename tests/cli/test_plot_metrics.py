@@ -6,7 +6,9 @@
 Checks: the expected PNGs are written (and printed), each is a non-empty PNG (magic bytes and
 an IHDR chunk); plots whose keys are absent are not written; a partially written last line and
 NaN/Infinity tokens do not stop it; grouped keys ("moe/blocks/01/cov" and the same as nested
-objects) give one figure per group; a missing run dir or metrics file exits 2.
+objects) give one figure per group; a missing run dir or metrics file exits 2. With an
+eval_report.json (the eval stage's): eval_few_shot.png and eval_specialisation.png for an image run,
+only the latter for a text run (no few-shot probes), neither for a report that does not parse.
 """
 
 import json
@@ -69,6 +71,33 @@ def write_full_run(run_dir):
         f.write(text)
 
 
+def eval_report(few_shot=True):
+    """A synthetic eval_report.json in the layout of docs/training.md (NaN as the stage writes it)."""
+    def model(acc, blocks):
+        m = {"checkpoint": "checkpoints/x/latest.h5", "stage": "x", "step": 100, "test_examples": 500,
+             "test": {"accuracy": acc, "loss": 0.5} if few_shot else {"bits_per_byte": 3.5, "loss": 2.4}}
+        if few_shot:
+            m["few_shot"] = {str(k): {"mean": acc - 0.3 / k, "std": 0.02, "draws": [acc - 0.3 / k] * 5}
+                             for k in (1, 5, 10)}
+        if blocks:
+            m["blocks"] = {f"blocks/{b:02d}/moe": {
+                "weight_cosine": 0.9, "output_cosine": 0.7, "entropy": 0.6, "entropy_norm": 0.45, "load_cov": 0.2,
+                "expert_mean_prob": [0.5, 0.4, 0.45, 0.5], "expert_mean_prob_mean": 0.46,
+                "relative_compactness": "NaN" if b == 3 else 4.0, "tokens": 8500, "output_tokens": 4096}
+                for b in (1, 3)}
+        return m
+    text = json.dumps({"world_size": 2, "dense": model(0.8, False), "moe": model(0.82, True)})
+    return text.replace('"NaN"', "NaN")
+
+
+def write_train_lines(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        for step in range(1, 4):
+            f.write(json.dumps({"event": "train", "stage": "dense", "step": step, "loss": 1.0 / step, "lr": 0.1}) + "\n")
+        # The eval stage's own event has no step: it is not a curve.
+        f.write(json.dumps({"event": "eval_stage", "world_size": 2, "dense/test_accuracy": 0.8}) + "\n")
+
+
 def main():
     script = sys.argv[1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,6 +148,26 @@ def main():
         os.makedirs(os.path.join(tmp, "nometrics"))
         rc, _, err = run(script, os.path.join(tmp, "nometrics"))
         check(rc == 2 and "metrics.jsonl" in err, f"missing metrics.jsonl: exit {rc}, err {err!r}")
+
+        # 5. An eval report of an image run: the two evaluation figures besides the metrics ones.
+        for name, few_shot, report_text, want in (
+                ("eval_images", True, None, ["eval_few_shot.png", "eval_specialisation.png"]),
+                ("eval_text", False, None, ["eval_specialisation.png"]),
+                ("eval_broken", True, '{"world_size": 2, "dense": {"test": ', [])):
+            run_dir = os.path.join(tmp, name)
+            os.makedirs(run_dir)
+            write_train_lines(run_dir)
+            with open(os.path.join(run_dir, "eval_report.json"), "w") as f:
+                f.write(report_text if report_text is not None else eval_report(few_shot))
+            rc, out, err = run(script, run_dir)
+            check(rc == 0, f"{name}: exit {rc}, stderr: {err}")
+            printed = sorted(os.path.basename(line) for line in out.split())
+            expected = sorted(["loss.png", "lr.png"] + want)
+            check(printed == expected, f"{name}: printed {printed}, expected {expected}")
+            for png in want:
+                check(is_png(os.path.join(run_dir, "plots", png)), f"{name}: {png} is missing or not a PNG")
+            if report_text is not None:
+                check("eval_report.json" in err and "does not parse" in err, f"{name}: no note on stderr: {err!r}")
 
     if failures:
         print(f"{len(failures)} check(s) failed")

@@ -1640,6 +1640,45 @@ void adamw_cases(const Sink& run) {
       }
 }
 
+// ema over several tensors at once. Each side rounds m a + (1 - m) v once per product and once for
+// the sum (or fuses them into an FMA), with m and 1 - m each rounded once from double: |diff| <=
+// 3 eps (|m a| + |(1 - m) v|) per element. m = 0 and m = 1 must be exact (the teacher equals the
+// student, or stays frozen), so their magnitudes are 0.
+void ema_cases(const Sink& run) {
+  Seq seed{36000};
+  const std::vector<Shape> shapes = {{0}, {1}, {33}, {1000, 3}, {50001}};
+  for (DType dt : kFloats)
+    for (double m : {0.0, 1.0, 0.5, 0.999})
+      for (int count : {0, 1, 5}) {
+        Case c("ema", dt_name(dt), "", "momentum " + num(m));
+        std::vector<std::pair<int, int>> slots;  // (average, value)
+        std::string shape;
+        for (int i = 0; i < count; ++i) {
+          const Shape s = count == 1 ? shapes.back() : shapes[static_cast<std::size_t>(i)];
+          shape += (shape.empty() ? "" : " ") + s.str();
+          const Tensor av = host_normal(s, dt, seed(), 0, 1);
+          const Tensor vv = host_normal(s, dt, seed(), 0.5, 1);
+          const std::vector<double> a = values_of(av), v = values_of(vv);
+          std::vector<double> mag(a.size());
+          const bool exact = m == 0.0 || m == 1.0;
+          for (std::size_t e = 0; e < a.size(); ++e)
+            mag[e] = exact ? 0.0 : 3 * eps_of(dt) * (std::abs(m * a[e]) + std::abs((1 - m) * v[e]));
+          Tolerance t;
+          t.mtol = 1.0;  // the factor is in the magnitude
+          const int vi = c.in(vv);
+          const int ai = c.out("[" + std::to_string(i) + "] average", av, t, f64_tensor(mag, s));
+          slots.emplace_back(ai, vi);
+        }
+        c.shape = count == 0 ? "no tensors" : shape;
+        c.call = [slots, m](Backend& be, Args& t) {
+          std::vector<EmaTensor> ts;
+          for (const auto& [a, v] : slots) ts.push_back({t[a], t[v]});
+          be.ema(ts, m);
+        };
+        run(c);
+      }
+}
+
 // =================================================================================================
 // error cases: both backends must throw, naming the kernel (the CUDA backend at the next wait)
 // =================================================================================================
@@ -1758,6 +1797,7 @@ const Entry kEntries[] = {
     {"argsort", argsort_cases, nullptr},
     {"moe_dispatch", moe_dispatch_cases, moe_dispatch_errors},
     {"adamw", adamw_cases, nullptr},
+    {"ema", ema_cases, nullptr},
 };
 
 // Runs a case on one backend: fresh copies of every argument on its device, the call, a

@@ -2,7 +2,8 @@
 //   (a) the same global batches with P = W = 1, 2, 4 give the same losses over 5 steps;
 //   (b) a run saved with P = W (all ranks) resumes with every smaller P (sub-groups of the first
 //       P ranks) and continues with the same losses as the uninterrupted run.
-// All group sizes run inside one mpirun: the first s ranks of the world form the group of size s.
+// Both again with EESD on. All group sizes run inside one mpirun: the first s ranks of the world
+// form the group of size s.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -79,14 +80,25 @@ constexpr double kRelTol = 1e-6;
 
 }  // namespace
 
-TEST(MoeTraining, LossesDoNotDependOnTheExpertParallelSize) {
+// EESD on: the teacher's dense ensemble reaches every expert of the group (all_gather of the
+// tokens, reduce_scatter of the weighted sums), entropy weights, and an EMA that moves every step.
+std::vector<ConfigOverride> eesd_overrides() {
+  return {{"eesd.enabled", "true"}, {"eesd.ema", "0.8"}, {"eesd.weight", "0.5"}, {"eesd.weighting", "entropy"}};
+}
+
+std::vector<ConfigOverride> plus(std::vector<ConfigOverride> a, const std::vector<ConfigOverride>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+void expect_losses_independent_of_the_expert_parallel_size(const std::vector<ConfigOverride>& extra) {
   auto world = make_world_communicator();
   const int steps = 5;
   auto run = [&](int size, std::vector<double>& norms) {
     const fs::path dir = shared_dir(*world, "norms" + std::to_string(size));
     if (world->rank() == 0) fs::remove_all(dir);
     world->barrier();
-    auto losses = train_on_first_ranks(world, size, steps, dir.string(), {{"checkpoint.every", "0"}});
+    auto losses = train_on_first_ranks(world, size, steps, dir.string(), plus({{"checkpoint.every", "0"}}, extra));
     if (world->rank() == 0) norms = logged_grad_norms(dir), fs::remove_all(dir);
     world->barrier();
     return losses;
@@ -119,21 +131,21 @@ TEST(MoeTraining, LossesDoNotDependOnTheExpertParallelSize) {
   }
 }
 
-TEST(MoeTraining, ResumesWithASmallerExpertParallelSize) {
+void expect_resume_with_a_smaller_expert_parallel_size(const std::vector<ConfigOverride>& extra) {
   auto world = make_world_communicator();
   const int W = world->size();
   const fs::path full_dir = shared_dir(*world, "full");
   if (world->rank() == 0) fs::remove_all(full_dir);
   world->barrier();
   // 6 steps with P = W, saving at step 3 (experts stored by global id as [E, ...]).
-  const auto full = train_on_first_ranks(world, W, 6, full_dir.string(), {{"checkpoint.every", "3"}});
+  const auto full = train_on_first_ranks(world, W, 6, full_dir.string(), plus({{"checkpoint.every", "3"}}, extra));
   const std::string saved = step_checkpoint_path(stage_checkpoint_dir(full_dir.string(), "moe"), 3);
   for (int size = W; size >= 1; size /= 2) {
     const fs::path dir = shared_dir(*world, "resumed" + std::to_string(size));
     if (world->rank() == 0) fs::remove_all(dir);
     world->barrier();
     const auto resumed =
-        train_on_first_ranks(world, size, 6, dir.string(), {{"checkpoint.resume", saved}, {"log.every", "1"}});
+        train_on_first_ranks(world, size, 6, dir.string(), plus({{"checkpoint.resume", saved}, {"log.every", "1"}}, extra));
     if (world->rank() == 0) {
       ASSERT_EQ(full.size(), 6u);
       ASSERT_EQ(resumed.size(), 3u) << "P = " << size;
@@ -152,4 +164,18 @@ TEST(MoeTraining, ResumesWithASmallerExpertParallelSize) {
     if (size == 1) break;
   }
   if (world->rank() == 0) fs::remove_all(full_dir);
+}
+
+TEST(MoeTraining, LossesDoNotDependOnTheExpertParallelSize) { expect_losses_independent_of_the_expert_parallel_size({}); }
+
+TEST(MoeTraining, ResumesWithASmallerExpertParallelSize) { expect_resume_with_a_smaller_expert_parallel_size({}); }
+
+// The same with EESD: the losses include the distillation term towards the dense ensemble of all
+// experts, and a resume with a smaller P reads the teacher's experts by global id.
+TEST(MoeTraining, EesdLossesDoNotDependOnTheExpertParallelSize) {
+  expect_losses_independent_of_the_expert_parallel_size(eesd_overrides());
+}
+
+TEST(MoeTraining, EesdResumesWithASmallerExpertParallelSize) {
+  expect_resume_with_a_smaller_expert_parallel_size(eesd_overrides());
 }

@@ -44,7 +44,8 @@ const std::set<std::string> kKernels = {
     "softmax",       "softmax_backward", "log_softmax", "log_softmax_backward", "causal_mask",
     "cross_entropy", "cross_entropy_backward", "layernorm", "layernorm_backward", "rmsnorm",
     "rmsnorm_backward", "gather_rows", "index_add_rows", "gather_last",    "scatter_add_last",
-    "topk",          "argsort",       "moe_dispatch",   "adamw"};
+    "topk",          "argsort",       "moe_dispatch",   "adamw",
+    "ema"};
 
 enum class Fault {
   none,
@@ -137,6 +138,7 @@ class ForwardingBackend : public Backend {
   void* allocate_pinned(std::size_t bytes) override { return base_.allocate_pinned(bytes); }
   void deallocate_pinned(void* ptr) override { base_.deallocate_pinned(ptr); }
   AllocatorStats allocator_stats() const override { return base_.allocator_stats(); }
+  void reset_peak_bytes() override { base_.reset_peak_bytes(); }
   void synchronize() override { base_.synchronize(); }
   StreamHandle compute_stream() override { return base_.compute_stream(); }
   StreamHandle create_stream() override { return base_.create_stream(); }
@@ -318,6 +320,10 @@ class ForwardingBackend : public Backend {
   void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) override {
     note("adamw");
     base_.adamw(tensors, step);
+  }
+  void ema(const std::vector<EmaTensor>& tensors, double momentum) override {
+    note("ema");
+    base_.ema(tensors, momentum);
   }
 
  protected:

@@ -84,7 +84,7 @@ TEST(ConfigSchema, NamesAreUniqueAndSectionsListed) {
     }
     EXPECT_EQ(config_key_index(k.full_name()), static_cast<std::size_t>(&k - config_schema().data()));
   }
-  for (const char* s : {"run", "model", "moe", "upcycle", "train", "data", "parallel", "eesd", "dpsl", "checkpoint", "log"}) {
+  for (const char* s : {"run", "model", "moe", "upcycle", "train", "data", "parallel", "eesd", "eval", "dpsl", "checkpoint", "log"}) {
     EXPECT_TRUE(sections.count(s)) << s;
   }
   EXPECT_EQ(config_key_index("train.nope"), kNoConfigKey);

@@ -139,6 +139,46 @@ TEST(WhitenedSvd, TauOneGivesBackW1) {
   }
 }
 
+// The control upcycle.subspace = random: the same rank as the SVD rule, a random subspace. Checked:
+// the rank is the SVD's; W1_r S = (W1 S) Q Q^T has rank r and, with r = D, W1_r = W1 (Q Q^T = I:
+// bound as TauOneGivesBackW1); the kept energy is ||W1 S Q||^2 / ||W1 S||^2, never above the
+// optimum (the top r singular values, Eckart-Young) and, for a random subspace of a spectrum that
+// falls off, clearly below it; the draws come from the stream (another offset, another subspace).
+TEST(WhitenedSvd, RandomSubspaceControlKeepsTheRankNotTheDirections) {
+  const Matrix x = randn(300, 16, 21);
+  const Matrix w = with_spectrum(24, 16, {8, 6, 4, 2, 1, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01}, 22);
+  WhitenedSvdOptions o;
+  o.min_rank_frac = 0.25;  // floor 4
+  const WhitenedSvdResult best = whitened_truncated_svd(to_tensor(w, DType::f64), gram(x), o);
+  RngStream rng(99, 1ull << 40);
+  o.random_subspace = &rng;
+  const WhitenedSvdResult rnd = whitened_truncated_svd(to_tensor(w, DType::f64), gram(x), o);
+  EXPECT_EQ(rnd.rank, best.rank);
+  EXPECT_LT(rnd.energy_kept, best.energy_kept - 0.05) << "a random subspace kept as much as the top singular one";
+  EXPECT_GT(rnd.energy_kept, 0.0);
+  double total = 0.0;
+  for (double s : best.sigma) total += s * s;
+  EXPECT_NEAR(rnd.dropped_sq, total * (1 - rnd.energy_kept), 1e-9 * total);
+  // Rank r: the (r+1)-th singular value of W1_r vanishes.
+  const Svd f = svd(to_matrix(rnd.w1));
+  EXPECT_LT(f.sigma[static_cast<std::size_t>(rnd.rank)], 1e-10 * f.sigma[0]);
+  EXPECT_GT(f.sigma[static_cast<std::size_t>(rnd.rank) - 1], 1e-6 * f.sigma[0]);
+  // Another stream offset: another subspace.
+  RngStream other(99, 2ull << 40);
+  o.random_subspace = &other;
+  const WhitenedSvdResult rnd2 = whitened_truncated_svd(to_tensor(w, DType::f64), gram(x), o);
+  EXPECT_GT(max_abs(minus(to_matrix(rnd2.w1), to_matrix(rnd.w1))), 1e-3 * max_abs(w));
+  // Full rank: W1 again.
+  RngStream full_rng(7);
+  WhitenedSvdOptions full;
+  full.tau = 1.0;
+  full.random_subspace = &full_rng;
+  const Tensor w32 = testing::randn_tensor({24, 16}, 23, 0.05, DType::f32);
+  const WhitenedSvdResult back = whitened_truncated_svd(w32, gram(x), full);
+  EXPECT_EQ(back.rank, 16);
+  EXPECT_LE(testing::relative_error(back.w1, w32).rel, 1e-6);
+}
+
 // An uncentred second moment with a strong mean direction (why the rank floor exists, docs/methods.md): tokens
 // 10 mu + N(0, 0.3^2) put ~98% of W1 S's energy in one direction, so tau = 0.9 alone picks a rank
 // of 1-2, and the floor ceil(min_rank_frac D) must hold it up.

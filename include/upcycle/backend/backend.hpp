@@ -67,6 +67,12 @@ struct AdamWStep {
   std::int64_t step = 1;
 };
 
+// One tensor of a multi-tensor exponential moving average: `average` is updated in place from
+// `value` (same size, dtype and device).
+struct EmaTensor {
+  Tensor average, value;
+};
+
 // One product of a grouped GEMM: C = alpha op(A) op(B) + beta C with op(A) m x k, op(B) k x n,
 // C m x n, all row-major views (typically row blocks of one tensor per operand).
 struct GemmGroup {
@@ -84,6 +90,8 @@ class Backend : public DeviceRuntime {
   virtual void* allocate_pinned(std::size_t bytes) = 0;
   virtual void deallocate_pinned(void* ptr) = 0;
   virtual AllocatorStats allocator_stats() const = 0;
+  // Restarts peak_bytes_in_use from the bytes in use now (to measure one phase's peak).
+  virtual void reset_peak_bytes() = 0;
 
   // --- execution context ---
   // The host waits until every kernel and copy issued so far has finished (counted in host_waits).
@@ -228,6 +236,10 @@ class Backend : public DeviceRuntime {
   // One AdamW step in place over every tensor at once (decoupled weight decay, bias-corrected
   // moments): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
   virtual void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) = 0;
+  // average = m average + (1 - m) value over every pair at once, m = momentum in [0, 1], with the
+  // coefficients m and 1 - m rounded once to the dtype: m = 0 copies `value` and m = 1 keeps
+  // `average`, exactly (EESD's teacher, train/eesd.hpp).
+  virtual void ema(const std::vector<EmaTensor>& tensors, double momentum) = 0;
 };
 
 // The backend that owns `device`; throws when it was not built in or could not start (for cuda:

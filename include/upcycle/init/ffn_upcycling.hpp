@@ -54,6 +54,10 @@ struct UpcycleOptions {
   std::int64_t kmeans_iters = 25;
   std::int64_t kmeans_init_sample = 8192;
   WhitenedSvdOptions svd;        // cluster
+  // cluster, the control upcycle.subspace = random: each expert keeps a random orthonormal
+  // subspace of the rank the SVD rule chose (WhitenedSvdOptions::random_subspace), drawn from
+  // upcycle_stream(seed, block) at offset (e + 1) 2^40 for expert e.
+  bool random_subspace = false;
 };
 
 // This rank's calibration tokens of one block: the FFN inputs u = LN2(h), unnormalised.

@@ -19,6 +19,12 @@ struct WhitenedSvdOptions {
   double tau = 0.9;            // energy to keep, in [0, 1]; 1 keeps every non-zero singular value
   double min_rank_frac = 0.5;  // rank floor ceil(min_rank_frac * D), in [0, 1]
   double chol_eps = 1e-5;      // diagonal jitter relative to mean(diag G), >= 0
+  // A control for the choice of subspace (upcycle.subspace = random): when set, the r kept right
+  // singular vectors V_r are replaced by a random orthonormal basis Q [D, r] (Gaussian draws from
+  // this stream, 2 D r words, orthonormalised twice), r still chosen by the rule above:
+  // W1_r = (W1 S Q Q^T) S^-1, and energy_kept / dropped_sq measure ||W1 S Q||_F^2 against
+  // ||W1 S||_F^2. With r = D it is W1 again.
+  RngStream* random_subspace = nullptr;
 };
 
 struct WhitenedSvdResult {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "upcycle/io/log.hpp"
+
 namespace upcycle {
 
 // Builds one JSON object: JsonObject().add("step", 3).add("loss", 0.5).str()
@@ -52,7 +54,9 @@ class Progress {
  public:
   Progress(std::string stage, std::int64_t total_steps, std::int64_t first_step = 0);
   void update(std::int64_t step, double loss, double lr, double tokens_per_s);
-  void message(const std::string& line);  // a line that does not get overwritten
+  // A line that does not get overwritten, shown when `level` is enabled (io/log.hpp). The progress
+  // line itself is an info message.
+  void message(const std::string& line, LogLevel level = LogLevel::info);
   void finish();
 
  private:

@@ -117,6 +117,11 @@ class MoeLayer : public nn::FeedForward {
   const MoeRouting& last_routing() const { return routing_; }
   void clear_routing() { routing_ = MoeRouting(); }  // frees the router graph it holds
 
+  // Dense-ensemble mode (EESD's teacher): forward returns moe::dense_ensemble (every expert weighted
+  // by the router's full distribution; dense_ensemble.hpp) and records no routing and no graph.
+  void set_dense_ensemble(bool on) { dense_ensemble_ = on; }
+  bool dense_ensemble_mode() const { return dense_ensemble_; }
+
   // The auxiliary-loss-free selection bias [E] (undefined = none). Updated in place by its owner.
   Tensor& selection_bias() { return selection_bias_; }
   const Tensor& selection_bias() const { return selection_bias_; }
@@ -146,6 +151,7 @@ class MoeLayer : public nn::FeedForward {
   std::int64_t first_ = 0, local_ = 0;
   Tensor selection_bias_;
   MoeRouting routing_;
+  bool dense_ensemble_ = false;
 };
 
 // The factory a TransformerBlockConfig takes as its sparse_ffn: an MoeLayer of `config` with its
@@ -157,5 +163,8 @@ MoeLayer* moe_layer_of(const nn::TransformerBlock& block);
 // The MoE layers of a stack of blocks and the indices of their blocks, in order.
 std::vector<MoeLayer*> moe_layers_of(const nn::ModuleList<nn::TransformerBlock>& blocks);
 std::vector<std::int64_t> moe_block_indices_of(const nn::ModuleList<nn::TransformerBlock>& blocks);
+// Every MoE layer under `root` with its module path ("blocks/03/moe"), in registration order: the
+// same names for a model and its twin.
+std::vector<std::pair<std::string, MoeLayer*>> find_moe_layers(const nn::Module& root);
 
 }  // namespace upcycle::moe

@@ -8,6 +8,8 @@
 //   /state/data/cursor      [epoch, position] (i64)
 //   /state/moe/<block>/aux_free_bias   [E] f32, per MoE block with the aux-free bias on
 //                                       (e.g. /state/moe/blocks/03/aux_free_bias)
+//   /teacher/<name>         with eesd.enabled: the EMA teacher's parameters, named and stored
+//                           like /model (experts by global id)
 // Expert parameters (moe::MoeLayer::is_expert_parameter: a path component "experts") and their
 // AdamW moments are stored by global expert id as [E, ...], whatever the expert-parallel size P
 // of the run that wrote them: the ranks all-gather them over the EP group
@@ -48,7 +50,15 @@ struct CheckpointShards {
   std::map<std::string, Tensor> full;
   // Extra datasets (path, tensor) written as they are, e.g. the aux-free biases.
   std::vector<std::pair<std::string, Tensor>> extras;
+  // Extra modules written like the model under their prefix ("/teacher/"): every parameter at
+  // prefix + name, an expert one replaced by full[prefix + name] (gather_module_experts).
+  std::vector<std::pair<std::string, const nn::Module*>> modules;
 };
+
+// Collective over `ep`: adds to `full` the [E, ...] gather of every expert parameter of `module`
+// under prefix + name (gather_expert_tensors does this for the model and its moments).
+void gather_module_experts(const nn::Module& module, const std::string& prefix, Communicator& ep,
+                           std::map<std::string, Tensor>& full);
 
 // Collective over `ep` (every rank of the EP group calls it): the [E, ...] tensors of every expert
 // parameter of `model` and of its AdamW moments, gathered in global expert order and keyed by
@@ -66,7 +76,13 @@ struct CheckpointLoadOptions {
   // Tensors filled from these datasets when the file has them (left as they are otherwise), e.g.
   // the aux-free biases; shapes must match.
   std::vector<std::pair<std::string, Tensor>> optional;
+  // Extra modules read like the model from prefix + name (experts sliced to this rank's shard);
+  // every parameter must be in the file.
+  std::vector<std::pair<std::string, nn::Module*>> modules;
 };
+
+// Whether the checkpoint at `path` has the dataset (e.g. "/teacher/router/weight").
+bool checkpoint_has_dataset(const std::string& path, const std::string& dataset);
 
 // Reads a checkpoint into `model` (shapes must match the model built from the config), and into
 // `optimizer` and `state` when given. Throws Error naming the file and the dataset for a missing,

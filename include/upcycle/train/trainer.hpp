@@ -11,6 +11,7 @@
 #include "upcycle/io/config.hpp"
 #include "upcycle/io/metrics.hpp"
 #include "upcycle/train/checkpoint.hpp"
+#include "upcycle/train/eesd.hpp"
 #include "upcycle/train/moe_training.hpp"
 #include "upcycle/train/task.hpp"
 
@@ -35,13 +36,16 @@ class Trainer {
   // Trains until train.steps, resuming first when checkpoint.resume is set.
   TrainResult run();
   AdamW& optimizer() { return *optimizer_; }
+  // The EMA teacher of an MoE run with eesd.enabled (null otherwise).
+  const ExpertEnsembleDistillation* distillation() const { return eesd_.get(); }
 
  private:
   void resume_from(const std::string& path);
   void log_step(std::int64_t step, double loss, double lr, double grad_norm, double tokens_per_s);
   std::map<std::string, double> evaluate(std::int64_t step);
   void checkpoint();
-  void say(const std::string& line);  // a console line on rank 0 (through the progress display)
+  // A console line on rank 0 (through the progress display), shown when `level` is enabled.
+  void say(const std::string& line, LogLevel level = LogLevel::info);
 
   const Config& cfg_;
   std::shared_ptr<Communicator> world_;
@@ -51,6 +55,7 @@ class Trainer {
   std::vector<Var> params_;
   std::vector<Var> replicated_, experts_;  // params_ split by MoeLayer::is_expert_parameter
   std::unique_ptr<MoeTraining> moe_;
+  std::unique_ptr<ExpertEnsembleDistillation> eesd_;  // an MoE task with eesd.enabled
   std::unique_ptr<AdamW> optimizer_;
   TrainState state_;
   MetricsWriter metrics_;

@@ -16,6 +16,7 @@ class CpuBackend final : public Backend {
   void* allocate_pinned(std::size_t bytes) override;
   void deallocate_pinned(void* ptr) override;
   AllocatorStats allocator_stats() const override;
+  void reset_peak_bytes() override;
   void synchronize() override;
   StreamHandle compute_stream() override;
   StreamHandle create_stream() override;
@@ -69,6 +70,7 @@ class CpuBackend final : public Backend {
   void moe_dispatch(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity, Tensor& counts,
                     Tensor& kept_slots, Tensor& kept_tokens, Tensor& slot_dropped) override;
   void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) override;
+  void ema(const std::vector<EmaTensor>& tensors, double momentum) override;
 };
 
 }  // namespace upcycle

@@ -130,6 +130,12 @@ AllocatorStats CpuBackend::allocator_stats() const {
   return cache.stats;
 }
 
+void CpuBackend::reset_peak_bytes() {
+  BlockCache& cache = block_cache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  cache.stats.peak_bytes_in_use = cache.stats.bytes_in_use;
+}
+
 // Host memory is what asynchronous copies need on the CPU: nothing to pin.
 void* CpuBackend::allocate_pinned(std::size_t bytes) { return allocate(bytes); }
 void CpuBackend::deallocate_pinned(void* ptr) { deallocate(ptr); }

@@ -34,7 +34,24 @@ void adamw_tensor(const AdamWTensor& a, const AdamWStep& s) {
   });
 }
 
+template <class T>
+void ema_tensor(const EmaTensor& a, double momentum) {
+  T* avg = a.average.data<T>();
+  const T* val = a.value.data<T>();
+  const T m = static_cast<T>(momentum), rest = static_cast<T>(1.0 - momentum);
+  cpu::parallel_for(a.average.numel(), 16384, [&](std::int64_t lo, std::int64_t hi) {
+#pragma omp simd
+    for (std::int64_t i = lo; i < hi; ++i) avg[i] = m * avg[i] + rest * val[i];
+  });
+}
+
 }  // namespace
+
+void CpuBackend::ema(const std::vector<EmaTensor>& tensors, double momentum) {
+  for (const EmaTensor& a : tensors) check_ema_tensor(a, momentum);
+  for (const EmaTensor& a : tensors)
+    dispatch_floating(a.average.dtype(), "ema", [&](auto t) { ema_tensor<decltype(t)>(a, momentum); });
+}
 
 void CpuBackend::adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) {
   UPCYCLE_CHECK(step.step >= 1, "adamw: step counts from 1, got ", step.step);

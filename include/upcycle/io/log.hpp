@@ -1,0 +1,27 @@
+#pragma once
+// Console messages with a severity, filtered by log.level (the least severe level shown):
+//   debug  per-rank details (each rank's host and device at start-up)
+//   info   progress, evaluations, what a stage did (the default)
+//   warn   something the run worked around (a skipped step, a teacher started from the student)
+//   error  failures (upcycle_train prints them whatever the level)
+// debug and info go to stdout, warn and error to stderr. The level is process-wide: upcycle_train
+// sets it once from the config before any stage runs; library users may leave the default.
+#include <string>
+
+namespace upcycle {
+
+enum class LogLevel { debug = 0, info = 1, warn = 2, error = 3 };
+
+// "debug" | "info" | "warn" | "error"; anything else throws UsageError naming log.level.
+LogLevel parse_log_level(const std::string& name);
+void set_log_level(LogLevel level);
+LogLevel log_level();
+bool log_enabled(LogLevel level);
+
+// Prints one line when `level` is enabled (no rank filtering: callers decide who speaks).
+void log_message(LogLevel level, const std::string& line);
+inline void log_debug(const std::string& line) { log_message(LogLevel::debug, line); }
+inline void log_info(const std::string& line) { log_message(LogLevel::info, line); }
+inline void log_warn(const std::string& line) { log_message(LogLevel::warn, line); }
+
+}  // namespace upcycle
