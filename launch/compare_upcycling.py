@@ -9,7 +9,8 @@
    config (configs/compare_upcycling.ini) as stage dense for --dense-steps steps: deliberately short
    of saturation, so that what an initialisation brings is not already learnt by the dense model.
 2. The runs. Every variant (VARIANTS below: the five methods, each with EESD off and on; the
-   controls cluster with random orthonormal subspaces of the same ranks and cluster with tau = 1;
+   controls cluster with random orthonormal subspaces of the same ranks, cluster with tau = 1 (full
+   rank) and cluster with the rank floor at 0.1 of the width;
    cluster with the aux-free bias and with DPSL instead of the LB loss) is upcycled from that one
    dense checkpoint and trained as an MoE for max(--eval-steps) steps, once per seed; the seed
    drives the upcycling draws, the data order and the router.
@@ -44,6 +45,7 @@ METHODS = [
 VARIANTS = METHODS + [(n + "+eesd", o + EESD) for n, o in METHODS] + [
     ("cluster_random_subspace", ["--upcycle.method=cluster", "--upcycle.subspace=random"]),
     ("cluster_tau1", ["--upcycle.method=cluster", "--upcycle.tau=1"]),
+    ("cluster_floor0.1", ["--upcycle.method=cluster", "--upcycle.min_rank_frac=0.1"]),
     ("cluster_auxfree", ["--upcycle.method=cluster", "--moe.lb_weight=0", "--moe.aux_free_rate=0.001"]),
     ("cluster_dpsl", ["--upcycle.method=cluster", "--moe.lb_weight=0", "--dpsl.enabled=true"]),
 ]
@@ -52,7 +54,7 @@ VARIANTS = METHODS + [(n + "+eesd", o + EESD) for n, o in METHODS] + [
 PAIRS = [
     ("cluster", "sparse"), ("drop", "sparse"), ("drop_svd", "sparse"), ("granular", "sparse"),
     ("cluster+eesd", "cluster"), ("sparse+eesd", "sparse"), ("cluster+eesd", "sparse+eesd"),
-    ("cluster_random_subspace", "cluster"), ("cluster_tau1", "cluster"),
+    ("cluster_random_subspace", "cluster"), ("cluster_tau1", "cluster"), ("cluster_floor0.1", "cluster"),
     ("cluster_dpsl", "cluster"), ("cluster_auxfree", "cluster"),
 ]
 
@@ -248,12 +250,21 @@ def write_report(args, dense_eval, results):
         lines += table(f"Block {b[1:]}: relative compactness", f"{b}/relative_compactness", 1.0, 3)
         lines += table(f"Block {b[1:]}: std of the router probabilities", f"{b}/prob_std", 1.0, 4)
 
+    # The training-time router losses at the end (the last metrics line of stage moe).
+    lines += ["", "## Load-balancing loss at the end of MoE training (mean of the last logged values)", "",
+              "| variant | " + " | ".join(f"block {b[1:]}" for b in blocks) + " |", "|---|" + "---|" * len(blocks)]
+    for n in names:
+        cells = [fmt([r[f"{b}/lb_loss_curve"][-1][1] if r.get(f"{b}/lb_loss_curve") else None
+                      for r in results[n].values()], 5) for b in blocks]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired differences (variant − baseline, same seeds; mean and 95% t interval)", ""]
     keys = [("test_accuracy", "test acc (pp)", 100.0), ("10shot", "10-shot (pp)", 100.0)]
     for b in blocks:
         keys += [(f"{b}/weight_cosine", f"block {b[1:]} W1 cosine", 1.0),
                  (f"{b}/output_cosine", f"block {b[1:]} output cosine", 1.0),
-                 (f"{b}/entropy_norm", f"block {b[1:]} entropy/log E", 1.0)]
+                 (f"{b}/entropy_norm", f"block {b[1:]} entropy/log E", 1.0),
+                 (f"{b}/prob_std", f"block {b[1:]} router prob std", 1.0),
+                 (f"{b}/load_cov", f"block {b[1:]} load CoV", 1.0)]
     lines += ["| variant − baseline | measure | " + " | ".join(f"step {s}" for s in steps) + " |",
               "|---|---|" + "---|" * len(steps)]
     for a, b in PAIRS:

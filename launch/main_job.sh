@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and builds upcycle, then runs the default main job with 2 MPI ranks and plots its metrics:
-# a small ViT trained densely on Fashion-MNIST, upcycled by Cluster-aware Upcycling and trained on
-# as an MoE (configs/fashion_vit_upcycle_tiny.ini: stages dense,upcycle,moe; 1-2 minutes on 2 cores).
+# a small ViT trained densely on Fashion-MNIST, upcycled by Cluster-aware Upcycling, trained on
+# as an MoE with EESD and evaluated on the test split (configs/fashion_vit_upcycle_tiny.ini: stages
+# dense,upcycle,moe,eval; a few minutes on 2 cores).
 #   launch/main_job.sh [CONFIG] [--section.key=value ...]   (CONFIG defaults to the main job)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
