@@ -196,6 +196,14 @@ def fmt(values, digits=2, scale=1.0):
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 
+def interval(m, lo, hi):
+    """'+0.12 [-0.03, +0.27]', with a '*' when the interval excludes 0."""
+    def f(v):
+        return "+0" if abs(v) < 5e-13 else f"{v:+.3g}"
+    star = "*" if lo > 0 or hi < 0 else ""
+    return f"{f(m)} [{f(lo)}, {f(hi)}]{star}"
+
+
 def paired(results, a, b, step, key):
     """Mean difference a - b over the seeds both have, and its 95% t interval."""
     if a not in results or b not in results:
@@ -257,8 +265,9 @@ def write_report(args, dense_eval, results):
         cells = [fmt([r[f"{b}/lb_loss_curve"][-1][1] if r.get(f"{b}/lb_loss_curve") else None
                       for r in results[n].values()], 5) for b in blocks]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "## Paired differences (variant − baseline, same seeds; mean and 95% t interval)", ""]
-    keys = [("test_accuracy", "test acc (pp)", 100.0), ("10shot", "10-shot (pp)", 100.0)]
+    lines += ["", "## Paired differences (variant − baseline, same seeds; mean and 95% t interval, * = excludes 0)", ""]
+    keys = [("test_accuracy", "test acc (pp)", 100.0), ("10shot", "10-shot (pp)", 100.0),
+            ("1shot", "1-shot (pp)", 100.0)]
     for b in blocks:
         keys += [(f"{b}/weight_cosine", f"block {b[1:]} W1 cosine", 1.0),
                  (f"{b}/output_cosine", f"block {b[1:]} output cosine", 1.0),
@@ -272,14 +281,13 @@ def write_report(args, dense_eval, results):
             cells = []
             for s in steps:
                 d = paired(results, a, b, s, key)
-                cells.append("–" if d is None else
-                             f"{d[0] * scale:+.3g} [{d[1] * scale:+.3g}, {d[2] * scale:+.3g}]")
+                cells.append("–" if d is None else interval(d[0] * scale, d[1] * scale, d[2] * scale))
             if any(c != "–" for c in cells):
                 lines.append(f"| {a} − {b} | {label} | " + " | ".join(cells) + " |")
     # EESD helps more with the cluster initialisation: the difference of the two EESD gains.
     lines += ["", "## EESD gain with cluster minus EESD gain with sparse (difference in differences)", "",
               "| measure | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
-    for key, label, scale in keys[:2]:
+    for key, label, scale in keys[:3]:
         cells = []
         for s in steps:
             diffs = []
@@ -290,9 +298,8 @@ def write_report(args, dense_eval, results):
                 except KeyError:
                     pass
             m, sd, n = mean_std(diffs)
-            cells.append("–" if n < 2 else
-                         f"{m * scale:+.3g} [{(m - t975(n - 1) * sd / math.sqrt(n)) * scale:+.3g}, "
-                         f"{(m + t975(n - 1) * sd / math.sqrt(n)) * scale:+.3g}]")
+            h = t975(n - 1) * sd / math.sqrt(n) if n >= 2 else 0.0
+            cells.append("–" if n < 2 else interval(m * scale, (m - h) * scale, (m + h) * scale))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps({"dense": dense_eval, "runs": results}, indent=1))
@@ -321,7 +328,8 @@ def plot(args, results):
         for n in names:
             if select is None or select(n):
                 curve(ax, n, key, scale)
-        ax.set(xlabel="MoE training step", ylabel=ylabel, xscale="symlog", title=ylabel)
+        ax.set(xlabel="MoE training step", ylabel=ylabel, title=ylabel)
+        ax.set_xticks(args.eval_steps)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()

@@ -61,6 +61,14 @@ const std::vector<ConfigRule>& config_rules() {
                        show(c, "upcycle.subspace") + " is a control of cluster-aware upcycling, but " +
                            show(c, "upcycle.method"));
        }},
+      {"eval.few_shot_* are set only for model.kind = vit (text has no classes to probe)",
+       [](const Config& c) {
+         if (c.get_string("model.kind") == "vit") return std::string();
+         for (const char* key : {"eval.few_shot_k", "eval.few_shot_draws", "eval.few_shot_ridge"})
+           if (c.origin(key) != "default")
+             return show(c, key) + " sets the few-shot probes of image classification, but " + show(c, "model.kind");
+         return std::string();
+       }},
       {"moe.block_list is set exactly when moe.blocks = list",
        [](const Config& c) {
          const bool is_list = c.get_string("moe.blocks") == "list";

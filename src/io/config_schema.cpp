@@ -165,7 +165,8 @@ const std::vector<ConfigKey>& config_schema() {
       {"parallel", "grad_bucket_mb", T::Int, "25", at_least(1), nullptr,
        "Gradient all-reduce bucket size in MiB (one reduction per bucket)."},
 
-      {"eesd", "enabled", T::Bool, "false", kAnyValue, nullptr, "Distil the EMA teacher's dense expert ensemble."},
+      {"eesd", "enabled", T::Bool, "false", kAnyValue, nullptr,
+       "Distil the EMA teacher's dense expert ensemble in stage moe (run.stages must contain moe)."},
       {"eesd", "weight", T::Float, "0.1", at_least(0), nullptr, "Loss weight lambda."},
       {"eesd", "ema", T::Float, "0.999", closed(0, 1), nullptr, "Teacher EMA momentum m."},
       {"eesd", "weighting", T::Enum, "uniform", kAnyValue, "uniform|entropy",

@@ -1,6 +1,8 @@
 // The eval stage (include/upcycle/train/eval_stage.hpp, docs/methods.md section 6).
 #include "upcycle/train/eval_stage.hpp"
 
+#include "upcycle/io/log.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -427,13 +429,14 @@ void print_summary(const std::string& what, const ModelEvaluation& m) {
     const FewShotScores& f = m.few_shot.back();
     s << "; " << f.k << "-shot " << fmt(f.mean) << " +- " << fmt(f.std) << " (" << f.draws.size() << " draws)";
   }
-  std::cout << s.str() << "\n";
-  for (const auto& b : m.blocks)
-    std::cout << "[eval]   " << b.name << ": entropy " << fmt(b.entropy) << " nats (" << fmt(b.entropy_norm)
-              << " of log E), load CoV " << fmt(b.load_cov) << ", relative compactness "
-              << fmt(b.relative_compactness) << ", weight cos " << fmt(b.weight_cosine) << ", output cos "
-              << fmt(b.output_cosine) << "\n";
-  std::cout << std::flush;
+  log_info(s.str());
+  for (const auto& b : m.blocks) {
+    std::ostringstream l;
+    l << "[eval]   " << b.name << ": entropy " << fmt(b.entropy) << " nats (" << fmt(b.entropy_norm)
+      << " of log E), load CoV " << fmt(b.load_cov) << ", relative compactness " << fmt(b.relative_compactness)
+      << ", weight cos " << fmt(b.weight_cosine) << ", output cos " << fmt(b.output_cosine);
+    log_info(l.str());
+  }
 }
 
 }  // namespace
@@ -515,7 +518,7 @@ void run_eval_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
   if (r.dense) add_flat(event, "dense", *r.dense);
   if (r.moe) add_flat(event, "moe", *r.moe);
   MetricsWriter((dir / "metrics.jsonl").string()).write(event);  // appends: the training events stay
-  std::cout << "[eval] wrote " << (dir / "eval_report.json").string() << std::endl;
+  log_info("[eval] wrote " + (dir / "eval_report.json").string());
 }
 
 }  // namespace upcycle

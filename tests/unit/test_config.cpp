@@ -335,6 +335,10 @@ TEST(ConfigRules, EachRuleRejectsItsInconsistency) {
       {"[dpsl]\nprior = asymmetric\nalphas = 1, 2\n", {"dpsl.alphas = 1, 2 (bad.ini:3) has 2 entries but moe.num_experts = 8"}},
       {"[dpsl]\nalphas = 1, 2\n", {"is ignored with dpsl.prior = symmetric"}},
       {"[dpsl]\nprior = asymmetric\n", {"dpsl.alphas (empty, default) has 0 entries"}},
+      {"[upcycle]\nmethod = sparse\nsubspace = random\n",
+       {"upcycle.subspace = random (bad.ini:3) is a control of cluster-aware upcycling, but upcycle.method = sparse"}},
+      {"[model]\nkind = gpt\n[data]\ndataset = text\npath = /x\n[eval]\nfew_shot_draws = 3\n",
+       {"eval.few_shot_draws = 3 (bad.ini:7) sets the few-shot probes of image classification, but model.kind = gpt"}},
   };
   for (const auto& c : cases) {
     const std::string m = parse_error(c.ini);

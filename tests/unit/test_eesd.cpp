@@ -86,33 +86,42 @@ std::vector<std::map<std::string, double>> train_events(const fs::path& dir) {
 
 }  // namespace
 
+// The router's weights sum to 1, so identical experts make the ensemble that expert (plus the
+// shared one): for every activation (swiglu stacks gate and up rows per expert) and with and
+// without biases.
 TEST(DenseEnsemble, OfIdenticalExpertsIsThatExpert) {
-  moe::MoeConfig c;
-  c.d_model = 8;
-  c.d_ff = 12;
-  c.num_experts = 4;
-  c.top_k = 2;
-  c.shared_expert = true;
-  RngStream rng(3);
-  moe::MoeLayer layer(c, nullptr, rng);
-  // Every expert a copy of expert 0 (and non-zero biases): the router's weights sum to 1.
-  for (Var* w : {&layer.experts.w1, &layer.experts.b1, &layer.experts.w2, &layer.experts.b2}) {
-    Tensor v = w->value();
-    backend_of(v).uniform(v, 11, 0, -0.5, 0.5);
-    for (std::int64_t e = 1; e < 4; ++e) {
-      Tensor row = v.rows(e, e + 1);
-      row.copy_from(v.rows(0, 1));
+  for (nn::MlpActivation act : {nn::MlpActivation::gelu_tanh, nn::MlpActivation::swiglu})
+    for (bool bias : {true, false}) {
+      moe::MoeConfig c;
+      c.d_model = 8;
+      c.d_ff = 12;
+      c.num_experts = 4;
+      c.top_k = 2;
+      c.shared_expert = true;
+      c.activation = act;
+      c.bias = bias;
+      RngStream rng(3);
+      moe::MoeLayer layer(c, nullptr, rng);
+      for (Var* w : {&layer.experts.w1, &layer.experts.b1, &layer.experts.w2, &layer.experts.b2}) {
+        if (!w->defined()) continue;
+        Tensor v = w->value();
+        backend_of(v).uniform(v, 11, 0, -0.5, 0.5);
+        for (std::int64_t e = 1; e < 4; ++e) {
+          Tensor row = v.rows(e, e + 1);
+          row.copy_from(v.rows(0, 1));
+        }
+      }
+      Tensor u = Tensor::empty({10, 8}, DType::f32, Device::cpu);
+      backend_of(u).normal(u, 5, 0, 0.0, 1.0);
+      const Tensor got = moe::dense_ensemble(layer, u);
+      NoGradGuard no_grad;
+      const Tensor one = layer.local_expert_outputs(Var(u)).value().rows(0, 1).reshape({10, 8});
+      const Tensor want = (Var(one) + layer.shared->forward(Var(u))).value();
+      const auto g = got.to_vector<float>(), w = want.to_vector<float>();
+      ASSERT_EQ(g.size(), w.size());
+      for (std::size_t i = 0; i < g.size(); ++i)
+        EXPECT_NEAR(g[i], w[i], 1e-5 * (1 + std::abs(w[i]))) << i << (bias ? " with" : " without") << " biases";
     }
-  }
-  Tensor u = Tensor::empty({10, 8}, DType::f32, Device::cpu);
-  backend_of(u).normal(u, 5, 0, 0.0, 1.0);
-  const Tensor got = moe::dense_ensemble(layer, u);
-  NoGradGuard no_grad;
-  const Tensor one = layer.local_expert_outputs(Var(u)).value().rows(0, 1).reshape({10, 8});
-  const Tensor want = (Var(one) + layer.shared->forward(Var(u))).value();
-  const auto g = got.to_vector<float>(), w = want.to_vector<float>();
-  ASSERT_EQ(g.size(), w.size());
-  for (std::size_t i = 0; i < g.size(); ++i) EXPECT_NEAR(g[i], w[i], 1e-5 * (1 + std::abs(w[i]))) << i;
 }
 
 TEST(DenseEnsemble, EntropyWeightsAreNormalisedRoutingEntropy) {
