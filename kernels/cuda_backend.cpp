@@ -1,12 +1,15 @@
 // The CUDA backend's device start-up and execution context: the compute stream, cuBLAS handle,
 // events, copies, workspace and the device error flag. Host code only (compiled by the C++
 // compiler against the CUDA runtime).
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 
 #include "cuda_allocator.hpp"
 #include "cuda_common.cuh"
+#include "upcycle/backend/devices.hpp"
 
 namespace upcycle {
 
@@ -175,7 +178,12 @@ void* CudaBackend::workspace(std::size_t bytes) {
   return workspace_;
 }
 
-// Starts the backend on the current device (cudaSetDevice before the first use picks another).
+namespace {
+// The GPU the backend started on, -1 before it starts (use_cuda_device refuses to move it).
+std::atomic<int> g_backend_device{-1};
+}  // namespace
+
+// Starts the backend on the current device (use_cuda_device before the first use picks another).
 // Any error of cudaGetDeviceCount means "no GPU": without a driver it returns
 // cudaErrorInsufficientDriver (35), not cudaErrorNoDevice (100).
 Backend& cuda_backend() {
@@ -189,8 +197,48 @@ Backend& cuda_backend() {
   UPCYCLE_CHECK(count > 0, "the CUDA runtime sees no device");
   int device = 0;
   UPCYCLE_CUDA_CHECK(cudaGetDevice(&device));
-  static CudaBackend* backend = new CudaBackend(device);  // never destroyed (see ~CudaBackend)
+  static CudaBackend* backend = [device] {  // never destroyed (see ~CudaBackend)
+    auto* b = new CudaBackend(device);
+    g_backend_device = device;
+    return b;
+  }();
   return *backend;
+}
+
+int cuda_device_count(std::string* why) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // as in cuda_backend(): a later query starts clean
+    if (why)
+      *why = detail::concat("cudaGetDeviceCount failed with ", cudaGetErrorName(e), " (error ", static_cast<int>(e),
+                            ": ", cudaGetErrorString(e), ")");
+    return 0;
+  }
+  if (count == 0 && why) *why = "the CUDA runtime sees no device";
+  return count;
+}
+
+// cudaSetDevice sets the calling thread's current GPU, which the backend reads when it starts;
+// every CUDA call of this project comes from the main thread.
+void use_cuda_device(int index) {
+  const int running = g_backend_device.load();
+  if (running >= 0) {
+    UPCYCLE_CHECK(running == index, "use_cuda_device(", index, "): the CUDA backend already runs on GPU ", running,
+                  "; choose the GPU before the first use of a cuda tensor");
+    return;
+  }
+  std::string why;
+  const int count = cuda_device_count(&why);
+  UPCYCLE_CHECK(index >= 0 && index < count, "use_cuda_device(", index, "): the CUDA runtime sees ", count,
+                " GPU(s)", why.empty() ? "" : ": " + why);
+  UPCYCLE_CUDA_CHECK(cudaSetDevice(index));
+}
+
+std::string cuda_pci_bus_id(int index) {
+  char id[64] = {};
+  UPCYCLE_CUDA_CHECK(cudaDeviceGetPCIBusId(id, static_cast<int>(sizeof id), index));
+  return id;
 }
 
 }  // namespace upcycle

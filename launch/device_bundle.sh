@@ -12,7 +12,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/build-device-bundle}"
 build="${BUILD_DIR:-$root/build-device}"
 jobs="${JOBS:-$(nproc)}"
-programs=(test_backend_ops test_autograd_cuda test_training_parity_cuda test_step_allocations_cuda bench_train bench_ops)
+programs=(test_backend_ops test_autograd_cuda test_training_parity_cuda test_step_allocations_cuda test_nccl_communicator
+  bench_train bench_ops bench_alltoall)
 
 command -v nvcc >/dev/null || { echo "device_bundle: nvcc is not on the PATH: the bundle needs the CUDA backend" >&2; exit 2; }
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DUPCYCLE_CUDA=ON -DUPCYCLE_WITH_MPI=OFF \
@@ -32,11 +33,13 @@ cp "$root"/src/bench/*_torch.py "$out/src/bench/"
 
 # Every library the programs load, except the CUDA driver and toolkit libraries (the GPU machine has
 # its own, matching its driver) -- including glibc and the loader, used through the loader below.
+# NCCL is not among them: the programs dlopen it at run time, and device_check.sh finds the GPU
+# machine's own (its 200 MB would not fit).
 for p in "${programs[@]}"; do ldd "$out/bin/$p"; done | awk '/=>/ {print $3} /ld-linux/ {print $1}' | sort -u |
   while read -r lib; do
     [[ -f "$lib" ]] || continue
     case "$(basename "$lib")" in
-      libcuda.so* | libcublas* | libcudart* | libnvidia* ) continue ;;
+      libcuda.so* | libcublas* | libcudart* | libnvidia* | libnccl* ) continue ;;
     esac
     cp -L "$lib" "$out/lib/"
   done

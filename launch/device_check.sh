@@ -6,12 +6,21 @@
 #   1. records the GPU, driver, toolkit and PyTorch;
 #   2. runs the gpu tests (the cross-backend op suite, autograd on CUDA vs CPU, 5-step training
 #      parity, warm-step allocations and host waits);
+#   2b. the NCCL communicator, with this machine's libnccl.so.2 (the bundle carries none: it is
+#      200 MB; programs load it at run time, from UPCYCLE_NCCL_LIBRARY set below): its one-rank gpu
+#      test, bench_alltoall --backend nccl, and an attempt at two ranks on the one GPU with
+#      NCCL_MULTI_RANK_GPU_ENABLE=1. There is no mpirun here, so the two ranks are two processes that
+#      test_nccl_communicator --two-ranks forks itself (NCCL's unique id goes through a pipe). Its
+#      outcome -- works, "Duplicate GPU detected" (NCCL before 2.30 refuses two ranks on one GPU), or
+#      another error -- is reported (status "reported"), never counted as a failure;
 #   3. runs them again under compute-sanitizer: memcheck for all, racecheck for the op suite (the
 #      kernels that use shared memory are all in it);
 #   4. runs bench_train --device cuda against PyTorch on the same GPU (the main-job ViT and the
 #      ViT-B/16 shape) and bench_ops --device cuda.
 # It writes OUTDIR/device_check.log (everything printed) and OUTDIR/device_check.json (one record
-# per step: name, status, exit code, seconds, the last lines of output).
+# per step: name, status, exit code, seconds, the last lines of output). Statuses: passed, failed,
+# timeout, skipped (exit 77, or a precondition missing here: no NCCL library), not_run (the time
+# budget was spent), reported (an outcome to read, not a verdict).
 #   launch/device_check.sh OUTDIR        BUNDLE=path overrides build-device-bundle; PYTHON=path the
 #                                        python3 with PyTorch (default: python3 on the PATH)
 # Exit status: 0 when every step passed, 1 when one failed, 77 when there is no usable GPU (the
@@ -78,6 +87,19 @@ done
 add_dir_of "$(ldconfig -p 2>/dev/null | awk '/libcublas\.so\.13 / {print $NF; exit}')"
 wheel=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
 [[ -n "$wheel" ]] && add_dir_of "$wheel/libcublas.so.1*"
+# NCCL for the NCCL steps: the toolkit's, the system's, or the nvidia-nccl wheel PyTorch installed.
+nccl_lib=""
+for f in "$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 / {print $NF; exit}')" /usr/local/cuda/lib64/libnccl.so.2 \
+  /usr/local/cuda/targets/x86_64-linux/lib/libnccl.so.2 /usr/lib/x86_64-linux-gnu/libnccl.so.2 \
+  "$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)"; do
+  if [[ -n "$f" && -f "$f" ]]; then nccl_lib=$f; break; fi
+done
+if [[ -n "$nccl_lib" ]]; then
+  export UPCYCLE_NCCL_LIBRARY="$nccl_lib"
+  say "device_check: NCCL library $nccl_lib"
+else
+  say "device_check: no libnccl.so.2 found (toolkit, ldconfig, nvidia-nccl wheel): the NCCL steps are skipped"
+fi
 say "device_check: library path $libdirs"
 # A bundle program through the bundle's loader: "${run[@]}" NAME ARGS... (an array, not a function,
 # so that `timeout` and compute-sanitizer can start it).
@@ -113,6 +135,34 @@ step() {
   say "=== $name: $status (exit $code, $(($(date +%s) - t0)) s)"
 }
 
+# note NAME STATUS TEXT: a record for a step that is not run as such (a missing precondition, or an
+# outcome to report); only status "failed" fails the check.
+note() {
+  say "=== $1: $2${3:+ ($3)}"
+  printf '%s\t%s\t0\t0\t%s\n' "$1" "$2" "$3" >>"$results"
+  [[ $2 != failed ]] || failed=1
+}
+
+# Two NCCL ranks on this one GPU, with NCCL's multi-rank sharing asked for: the outcome is reported.
+nccl_two_ranks_one_gpu() {
+  local name=nccl_two_ranks_one_gpu t0 code outcome
+  say "=== $name (limit 120s; reported, never a failure)"
+  t0=$(date +%s)
+  timeout --kill-after=10 120 env NCCL_MULTI_RANK_GPU_ENABLE=1 NCCL_DEBUG=WARN "${run[@]}" \
+    "$bundle/bin/test_nccl_communicator" --two-ranks --attempt --limit-s=90 >"$out/$name.out" 2>&1
+  code=$?
+  cat "$out/$name.out" >>"$log"
+  if ((code == 0)); then outcome="works: two ranks on one GPU passed every check"
+  elif ((code == 3)) || grep -q "Duplicate GPU" "$out/$name.out"; then outcome="Duplicate GPU detected"
+  elif ((code == 124 || code == 137)); then outcome="timed out"
+  else outcome="other error (exit $code): $(grep -m1 -E 'error|FAILED' "$out/$name.out" | tr '\t' ' ')"
+  fi
+  say "=== $name: np=2 on one GPU with NCCL_MULTI_RANK_GPU_ENABLE=1: $outcome ($(($(date +%s) - t0)) s)"
+  local tail
+  tail=$( { echo "outcome: $outcome"; tail -n 14 "$out/$name.out"; } | tr '\t' ' ' | awk '{printf "%s\\n", $0}')
+  printf '%s\treported\t%d\t%d\t%s\n' "$name" "$code" "$(($(date +%s) - t0))" "$tail" >>"$results"
+}
+
 # The bundle must start here, and see a GPU (the gpu tests exit 77, naming the CUDA error, when
 # they do not).
 bin test_backend_ops --gtest_list_tests >"$out/probe.out" 2>&1
@@ -131,6 +181,19 @@ fi
 for t in test_backend_ops:150 test_autograd_cuda:90 test_training_parity_cuda:90 test_step_allocations_cuda:60; do
   step "${t%%:*}" "${t##*:}" "${run[@]}" "$bundle/bin/${t%%:*}"
 done
+# 2b. The NCCL communicator on this GPU (see the top): one rank against SelfCommunicator, the
+# all-to-all bandwidth (nccl-tests' algbw and busbw; busbw is 0 with one rank, so the ratio to the
+# raw ncclSend/ncclRecv peer is the number to read), and two ranks on the one GPU.
+if [[ -n "$nccl_lib" ]]; then
+  step test_nccl_communicator 120 "${run[@]}" "$bundle/bin/test_nccl_communicator"
+  step bench_alltoall_nccl 60 "${run[@]}" "$bundle/bin/bench_alltoall" --backend nccl --max 16777216 --iters 50 \
+    --min-iters 5
+  nccl_two_ranks_one_gpu
+else
+  for s in test_nccl_communicator bench_alltoall_nccl nccl_two_ranks_one_gpu; do
+    note "$s" skipped "no libnccl.so.2 on this machine"
+  done
+fi
 # 3. Under compute-sanitizer. racecheck instruments every shared-memory access and is slow: it runs
 # on the kernels that use shared memory (block-wide reductions, the tiled transpose, block sorts).
 step memcheck_backend_ops 150 compute-sanitizer --error-exitcode 9 --tool memcheck \

@@ -34,4 +34,20 @@ DeviceChoice choose_device(const std::string& requested) {
   UPCYCLE_USAGE_ERROR("run.device must be auto, cpu or cuda, got '", requested, "'");
 }
 
+// The CUDA build defines these in kernels/cuda_backend.cpp, beside the backend's start-up.
+#ifndef UPCYCLE_WITH_CUDA
+int cuda_device_count(std::string* why) {
+  if (why) *why = "this build has no CUDA backend (nvcc was not found when it was configured)";
+  return 0;
+}
+
+void use_cuda_device(int index) {
+  UPCYCLE_THROW("use_cuda_device(", index, "): this build has no CUDA backend");
+}
+
+std::string cuda_pci_bus_id(int index) {
+  UPCYCLE_THROW("cuda_pci_bus_id(", index, "): this build has no CUDA backend");
+}
+#endif
+
 }  // namespace upcycle

@@ -162,7 +162,10 @@ class Trainer {
     }
     if (eesd_) {
       profile::Region r("eesd");
-      total = total + reshape(eesd_->loss(Batch{b.images, b.targets}).backward, total.shape());
+      Batch batch;
+      batch.inputs = b.images;
+      batch.targets = b.targets;
+      total = total + reshape(eesd_->loss(batch).backward, total.shape());
     }
     {
       profile::Region r("backward");

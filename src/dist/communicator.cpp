@@ -6,6 +6,7 @@
 
 #ifndef UPCYCLE_WITH_MPI
 #include "launcher.hpp"
+#include "upcycle/dist/nccl.hpp"
 #endif
 
 namespace upcycle {
@@ -47,9 +48,6 @@ bool same_trailing_shape(const Shape& a, const Shape& b) {
   return true;
 }
 
-// A host copy of `t` for an implementation that cannot read its device (or `t` itself).
-Tensor on_host_if(bool stage, const Tensor& t) { return stage ? t.to(Device::cpu) : t; }
-
 }  // namespace
 
 Shape gathered_shape(const Shape& in, int parts) {
@@ -69,32 +67,43 @@ Shape scattered_shape(const Shape& in, int parts) {
   return out;
 }
 
+// A copy of `t` on the implementation's staging device, or `t` itself when it is moved as it is.
+Tensor Communicator::staged(const Tensor& t) const {
+  if (moves(t.device())) return t;
+  const Device to = staging_device();
+  UPCYCLE_CHECK(moves(to), "a communicator stages tensors on ", device_name(to), ", which it does not move");
+  return t.to(to);
+}
+
+// The buffer the implementation writes for `out`: `out` itself when it is moved as it is, else a
+// new tensor on the staging device that the caller copies into `out`.
+Tensor Communicator::staged_output(const Tensor& out) const {
+  if (moves(out.device())) return out;
+  return Tensor::empty(out.shape(), out.dtype(), staging_device());
+}
+
 void Communicator::all_reduce(Tensor& inout, CommReduce op) {
   check_comm_tensor(inout, "all_reduce", "inout");
   if (moves(inout.device())) return do_all_reduce(inout, op);
-  Tensor host = inout.to(Device::cpu);
-  do_all_reduce(host, op);
-  inout.copy_from(host);
+  Tensor copy = staged(inout);
+  do_all_reduce(copy, op);
+  inout.copy_from(copy);
 }
 
 void Communicator::all_gather(const Tensor& in, Tensor& out) {
   check_pair(in, out, "all_gather");
   check_shape(out, gathered_shape(in.shape(), size()), "all_gather output");
-  const bool stage = !moves(in.device()) || !moves(out.device());
-  if (!stage) return do_all_gather(in, out);
-  Tensor host_out = Tensor::empty(out.shape(), out.dtype(), Device::cpu);
-  do_all_gather(on_host_if(true, in), host_out);
-  out.copy_from(host_out);
+  Tensor result = staged_output(out);
+  do_all_gather(staged(in), result);
+  if (!result.same_storage(out)) out.copy_from(result);
 }
 
 void Communicator::reduce_scatter(const Tensor& in, Tensor& out, CommReduce op) {
   check_pair(in, out, "reduce_scatter");
   check_shape(out, scattered_shape(in.shape(), size()), "reduce_scatter output");
-  const bool stage = !moves(in.device()) || !moves(out.device());
-  if (!stage) return do_reduce_scatter(in, out, op);
-  Tensor host_out = Tensor::empty(out.shape(), out.dtype(), Device::cpu);
-  do_reduce_scatter(on_host_if(true, in), host_out, op);
-  out.copy_from(host_out);
+  Tensor result = staged_output(out);
+  do_reduce_scatter(staged(in), result, op);
+  if (!result.same_storage(out)) out.copy_from(result);
 }
 
 void Communicator::all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,
@@ -109,11 +118,9 @@ void Communicator::all_to_all_v(const Tensor& send, const std::vector<std::int64
                 send.dim(0));
   UPCYCLE_CHECK(received == recv.dim(0), "all_to_all_v: recv_counts add up to ", received,
                 " rows, recv has ", recv.dim(0));
-  const bool stage = !moves(send.device()) || !moves(recv.device());
-  if (!stage) return do_all_to_all_v(send, send_counts, recv, recv_counts);
-  Tensor host_recv = Tensor::empty(recv.shape(), recv.dtype(), Device::cpu);
-  do_all_to_all_v(on_host_if(true, send), send_counts, host_recv, recv_counts);
-  recv.copy_from(host_recv);
+  Tensor result = staged_output(recv);
+  do_all_to_all_v(staged(send), send_counts, result, recv_counts);
+  if (!result.same_storage(recv)) recv.copy_from(result);
 }
 
 std::vector<std::int64_t> Communicator::exchange_counts(const std::vector<std::int64_t>& send_counts) {
@@ -126,9 +133,9 @@ void Communicator::broadcast(Tensor& t, int root) {
   UPCYCLE_CHECK(root >= 0 && root < size(), "broadcast: root ", root, " is not a rank of a communicator of size ",
                 size());
   if (moves(t.device())) return do_broadcast(t, root);
-  Tensor host = t.to(Device::cpu);
-  do_broadcast(host, root);
-  t.copy_from(host);
+  Tensor copy = staged(t);
+  do_broadcast(copy, root);
+  t.copy_from(copy);
 }
 
 std::shared_ptr<Communicator> Communicator::split(int color, int key) {
@@ -209,6 +216,15 @@ MpiSession::~MpiSession() = default;
 void MpiSession::abort_job(int) const {}
 
 std::shared_ptr<Communicator> make_world_communicator() { return std::make_shared<SelfCommunicator>(); }
+
+std::shared_ptr<Communicator> make_world_communicator(CommBackend backend) {
+  if (backend == CommBackend::mpi) return make_world_communicator();
+  return make_nccl_communicator(0, 1, &broadcast_from_world_root);
+}
+
+void broadcast_from_world_root(void*, std::size_t) {}
+NodePlacement node_placement() { return {}; }
+int node_max_sharing(const std::string&) { return 1; }
 #endif
 
 }  // namespace upcycle

@@ -1,4 +1,5 @@
-// Communicator over an MPI_Comm for host tensors, and the MPI lifetime (MpiSession).
+// Communicator over an MPI_Comm for host tensors, the MPI lifetime (MpiSession), and what the
+// world needs from MPI besides: node placement and the NCCL communicator's bootstrap broadcast.
 // Every MPI call runs with MPI_ERRORS_RETURN and is checked: a failure throws upcycle::Error with
 // MPI's own description instead of aborting the job.
 #include <mpi.h>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "launcher.hpp"
+#include "upcycle/dist/nccl.hpp"
 #include "upcycle/dist/world.hpp"
 
 namespace upcycle {
@@ -221,12 +223,92 @@ void MpiSession::abort_job(int code) const {
   if (active_ && size > 1) MPI_Abort(MPI_COMM_WORLD, code);
 }
 
-std::shared_ptr<Communicator> make_world_communicator() {
+namespace {
+
+// Whether MPI is initialised and not yet finalised (a process started without a launcher never
+// initialises it: it is a world of one).
+bool mpi_active() {
   int initialized = 0, finalized = 0;
   check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
   check_mpi(MPI_Finalized(&finalized), "MPI_Finalized");
-  if (!initialized || finalized) return std::make_shared<SelfCommunicator>();
+  return initialized && !finalized;
+}
+
+// The ranks of this node (a shared-memory domain), ordered by world rank; freed on scope exit.
+class NodeComm {
+ public:
+  NodeComm() {
+    check_mpi(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    int world_rank = 0;
+    check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank), "MPI_Comm_rank");
+    check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &comm_),
+              "MPI_Comm_split_type");
+    const int set = MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    if (set != MPI_SUCCESS) MPI_Comm_free(&comm_);
+    check_mpi(set, "MPI_Comm_set_errhandler");
+  }
+  ~NodeComm() { MPI_Comm_free(&comm_); }
+  NodeComm(const NodeComm&) = delete;
+  NodeComm& operator=(const NodeComm&) = delete;
+  MPI_Comm get() const { return comm_; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+};
+
+}  // namespace
+
+std::shared_ptr<Communicator> make_world_communicator() {
+  if (!mpi_active()) return std::make_shared<SelfCommunicator>();
   return std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, false);
+}
+
+std::shared_ptr<Communicator> make_world_communicator(CommBackend backend) {
+  if (backend == CommBackend::mpi) return make_world_communicator();
+  int rank = 0, size = 1;
+  if (mpi_active()) {
+    check_mpi(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "MPI_Comm_rank");
+    check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size), "MPI_Comm_size");
+  }
+  return make_nccl_communicator(rank, size, &broadcast_from_world_root);
+}
+
+void broadcast_from_world_root(void* data, std::size_t bytes) {
+  if (!mpi_active()) return;
+  check_mpi(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check_mpi(MPI_Bcast(data, to_mpi_int(static_cast<std::int64_t>(bytes), "MPI_Bcast", "bytes"), MPI_BYTE, 0,
+                      MPI_COMM_WORLD),
+            "MPI_Bcast");
+}
+
+NodePlacement node_placement() {
+  if (!mpi_active()) return {};
+  const NodeComm node;
+  NodePlacement p;
+  check_mpi(MPI_Comm_rank(node.get(), &p.local_rank), "MPI_Comm_rank");
+  check_mpi(MPI_Comm_size(node.get(), &p.local_size), "MPI_Comm_size");
+  return p;
+}
+
+int node_max_sharing(const std::string& key) {
+  if (!mpi_active()) return 1;
+  constexpr int kKeyBytes = 64;  // fixed-size records for one MPI_Allgather; the key is cut to 63
+  const NodeComm node;
+  int size = 1;
+  check_mpi(MPI_Comm_size(node.get(), &size), "MPI_Comm_size");
+  std::vector<char> mine(kKeyBytes, '\0'), all(static_cast<std::size_t>(size) * kKeyBytes, '\0');
+  key.copy(mine.data(), kKeyBytes - 1);
+  check_mpi(MPI_Allgather(mine.data(), kKeyBytes, MPI_CHAR, all.data(), kKeyBytes, MPI_CHAR, node.get()),
+            "MPI_Allgather");
+  int most = 0;
+  for (int p = 0; p < size; ++p) {
+    int same = 0;
+    for (int q = 0; q < size; ++q)
+      same += std::string(all.data() + p * kKeyBytes) == std::string(all.data() + q * kKeyBytes) ? 1 : 0;
+    most = std::max(most, same);
+  }
+  return most;
 }
 
 }  // namespace upcycle

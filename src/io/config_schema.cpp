@@ -161,7 +161,10 @@ const std::vector<ConfigKey>& config_schema() {
 
       {"parallel", "expert_parallel", T::Int, "0", at_least(0), nullptr,
        "Expert-parallel size P; 0 = the largest divisor of the world size that also divides moe.num_experts."},
-      {"parallel", "backend", T::Enum, "mpi", kAnyValue, "mpi|nccl", "Communicator: mpi (CPU) or nccl (GPU)."},
+      {"parallel", "backend", T::Enum, "auto", kAnyValue, "auto|mpi|nccl",
+       "Communicator. nccl: GPU tensors move directly between the ranks' GPUs (one GPU per rank; needs "
+       "run.device = cuda and a build with NCCL). mpi: host memory (GPU tensors staged through the host; ranks "
+       "may share a GPU). auto = nccl when training on the GPU and NCCL is usable, else mpi."},
       {"parallel", "grad_bucket_mb", T::Int, "25", at_least(1), nullptr,
        "Gradient all-reduce bucket size in MiB (one reduction per bucket)."},
 

@@ -11,6 +11,7 @@
 #include "upcycle/backend/devices.hpp"
 #include "upcycle/backend/threads.hpp"
 #include "upcycle/core/error.hpp"
+#include "upcycle/dist/comm_backend.hpp"
 #include "upcycle/dist/world.hpp"
 #include "upcycle/io/command_line.hpp"
 #include "upcycle/io/config.hpp"
@@ -26,10 +27,32 @@ void run(const upcycle::Config& cfg) {
   // fails here, naming the CUDA error), are checked before anything is written to the run directory.
   upcycle::check_stages_runnable(cfg);
   upcycle::set_log_level(upcycle::parse_log_level(cfg.get_string("log.level")));
+  // One GPU per rank, chosen from the node-local rank before the CUDA backend starts on it; then
+  // the device, then the communicator for that device (parallel.backend = nccl on the CPU stops here).
+  const std::string& backend_key = cfg.get_string("parallel.backend");
+  const upcycle::GpuBinding gpu = upcycle::bind_rank_to_gpu(cfg.get_string("run.device"), backend_key);
   const upcycle::DeviceChoice device = upcycle::choose_device(cfg.get_string("run.device"));
+  const upcycle::NcclSupport nccl =
+      backend_key == "mpi" ? upcycle::NcclSupport{} : upcycle::nccl_support();  // mpi never loads NCCL
+  const upcycle::CommBackendChoice comm = upcycle::resolve_comm_backend(backend_key, device, nccl);
   if (device.device == upcycle::Device::cuda)
     upcycle::backend_for(upcycle::Device::cuda).set_allow_tf32(cfg.get_bool("run.allow_tf32"));
-  const auto world = upcycle::make_world_communicator();
+  const auto world = upcycle::make_world_communicator(comm.backend);
+  // Every rank names itself first (log.level = debug): where each process of a multi-node job
+  // runs, and on which GPU.
+  if (upcycle::log_enabled(upcycle::LogLevel::debug)) {
+    char host[256] = "?";
+    ::gethostname(host, sizeof host - 1);
+    std::string line = "rank " + std::to_string(world->rank()) + " of " + std::to_string(world->size()) + " on host " +
+                       host + " (node-local rank " + std::to_string(gpu.node.local_rank) + " of " +
+                       std::to_string(gpu.node.local_size) + "), pid " + std::to_string(::getpid()) + ", device " +
+                       upcycle::device_name(device.device);
+    if (device.device == upcycle::Device::cuda && gpu.gpu >= 0)
+      line += ": GPU " + std::to_string(gpu.gpu) + " of " + std::to_string(gpu.gpu_count) + ", PCI " + gpu.pci_bus_id;
+    line += ", communicator " + std::string(upcycle::comm_backend_name(comm.backend));
+    if (comm.backend == upcycle::CommBackend::nccl) line += " (NCCL " + upcycle::nccl_version_string() + ")";
+    upcycle::log_debug(line);
+  }
   if (world->rank() == 0) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
@@ -43,13 +66,7 @@ void run(const upcycle::Config& cfg) {
     upcycle::log_info("upcycle_train: " + std::to_string(world->size()) + " rank(s) x " + std::to_string(threads) +
                       " thread(s) on " + upcycle::device_name(device.device) + ", run dir " + dir.string());
     if (!device.reason.empty()) upcycle::log_info(device.reason);
-  }
-  // Every rank names itself (log.level = debug): where each process of a multi-node job runs.
-  if (upcycle::log_enabled(upcycle::LogLevel::debug)) {
-    char host[256] = "?";
-    ::gethostname(host, sizeof host - 1);
-    upcycle::log_debug("rank " + std::to_string(world->rank()) + " of " + std::to_string(world->size()) + " on host " +
-                       host + ", pid " + std::to_string(::getpid()) + ", device " + upcycle::device_name(device.device));
+    if (!comm.reason.empty()) upcycle::log_info(comm.reason);
   }
   world->barrier();
   upcycle::run_stages(cfg, world);

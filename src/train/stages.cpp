@@ -6,6 +6,7 @@
 #include <functional>
 #include <iostream>
 
+#include "upcycle/dist/comm_backend.hpp"
 #include "upcycle/io/log.hpp"
 #include "upcycle/io/metrics.hpp"
 #include "upcycle/train/eval_stage.hpp"
@@ -124,9 +125,10 @@ void check_stages_runnable(const Config& cfg) {
                         ") distils the experts of stage moe, but run.stages has no moe stage; add moe to run.stages "
                         "or set eesd.enabled = false");
   if (cfg.get_bool("eesd.enabled")) check_eesd_config(cfg);
-  // Keys whose other values are not built yet (the NCCL communicator).
-  if (cfg.get_string("parallel.backend") == "nccl")
-    UPCYCLE_USAGE_ERROR("parallel.backend = nccl: this build has no NCCL communicator (use mpi)");
+  // parallel.backend = nccl with run.device = cpu, or in a build without NCCL. What needs the
+  // resolved device (run.device = auto on a machine without a GPU) is refused once it is known
+  // (resolve_comm_backend in upcycle_train), also before anything is written.
+  check_comm_backend_request(cfg.get_string("parallel.backend"), cfg.get_string("run.device"), nccl_in_build());
   // An eval stage with no training stage before it scores checkpoints that must exist now: refuse
   // before anything is written (eval_checkpoints names the missing paths).
   const bool trains = std::find(stages.begin(), stages.end(), "dense") != stages.end() ||

@@ -2,7 +2,8 @@
 # End-to-end contract of upcycle_train's command line (README.md "Command line", docs/training.md):
 # exit status 2 and a message naming file, line, key and allowed values for config errors; 0 for
 # --help and --print-config (whose output parses back to itself); 2 for a stage or key value this
-# version lacks, 1 for run.device = cuda without a usable GPU; neither writes to the run directory.
+# version lacks (parallel.backend = nccl on the CPU), 1 for run.device = cuda without a usable GPU;
+# neither writes to the run directory.
 # Usage: test_cli_errors.sh UPCYCLE_TRAIN_BINARY EXAMPLE_INI
 set -u
 bin=$1
@@ -80,6 +81,19 @@ mkdir -p "$tmp/run"
 echo "earlier run" >"$tmp/run/config.ini"
 expect 2 "eesd.enabled = true (command line)" "run.stages has no moe stage" -- "$tmp/resolved.ini" --run.dir="$tmp/run" \
   --run.stages=dense --eesd.enabled=true
+# parallel.backend = nccl moves GPU memory: on the CPU it is a config error in every build. With
+# run.device = auto on a machine without a GPU the device resolves to cpu (a build with NCCL says so,
+# quoting why there is no GPU; one without NCCL names the build) -- both before anything is written.
+expect 2 "parallel.backend = nccl needs run.device = cuda" "run.device = cpu" "set parallel.backend = mpi" -- \
+  "$tmp/resolved.ini" --run.dir="$tmp/run" --run.stages=dense --parallel.backend=nccl --run.device=cpu
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "note: this machine has a GPU; the run.device = auto case of parallel.backend = nccl is not checked"
+else
+  expect 2 "parallel.backend = nccl" -- "$tmp/resolved.ini" --run.dir="$tmp/run" --run.stages=dense \
+    --parallel.backend=nccl --run.device=auto
+  grep -qE "needs run.device = cuda: .*run.device = auto: training on the CPU|this build has no NCCL communicator" \
+    "$tmp/err" || { echo "FAIL: nccl with run.device = auto on the CPU: unexpected message:"; cat "$tmp/err"; failures=$((failures + 1)); }
+fi
 # cuda without a usable GPU (or in a build without CUDA) is a run-time failure naming why.
 expect 1 "run.device = cuda" "no usable GPU" -- "$tmp/resolved.ini" --run.dir="$tmp/run" --run.stages=dense \
   --run.device=cuda

@@ -33,6 +33,9 @@
 // both devices (<= 1e-6 of the global gradient norm), and the final logits, which would expose any
 // effect they had, are compared.
 //
+// (c) The MoE ViT with EESD (lambda 0.5, m 0.5: the teacher moves every step): the same bounds,
+// and the teacher's final weights held to the weights' bounds (it is an average of them).
+//
 // MoE routing: a top-2 choice between two experts whose probabilities agree to ~1e-7 could go
 // differently on the two devices and change a token's output; with router logits spread ~0.1 apart
 // over 2 x 40 routing decisions per step that has a probability of ~1e-3 per run.
@@ -57,6 +60,8 @@
 #include "upcycle/nn/vit.hpp"
 #include "upcycle/ops/elementwise.hpp"
 #include "upcycle/ops/loss.hpp"
+#include "upcycle/ops/shape.hpp"
+#include "upcycle/train/eesd.hpp"
 #include "upcycle/train/optimizer.hpp"
 
 namespace upcycle {
@@ -149,13 +154,24 @@ struct Trajectory {
   std::vector<double> losses, grad_norms;
   std::vector<std::pair<std::string, Tensor>> step1_grads;  // host copies
   std::vector<std::pair<std::string, Tensor>> weights;      // after the last step, host copies
+  std::vector<std::pair<std::string, Tensor>> teacher;      // EESD's teacher after the last step
   Tensor eval_logits;                                        // on the held-out batch, host copy
 };
 
-Trajectory train(nn::ViT& model, Device device, bool moe_model) {
+Trajectory train(nn::ViT& model, Device device, bool moe_model, bool eesd) {
   const auto named = model.named_parameters();
   for (const auto& [name, p] : named) EXPECT_EQ(p.device(), device) << name << " is not on " << device_name(device);
   AdamW optimizer(named, AdamWOptions{});
+  std::unique_ptr<ExpertEnsembleDistillation> distil;
+  if (eesd) {
+    RngStream twin_rng(5);  // overwritten: the teacher starts as a copy of the student
+    auto teacher = std::make_unique<nn::ViT>(model.config(), twin_rng);
+    teacher->to(device);
+    ExpertEnsembleDistillation::Options o;
+    o.weight = 0.5;
+    o.momentum = 0.5;
+    distil = std::make_unique<ExpertEnsembleDistillation>(o, model, std::move(teacher));
+  }
   model.train(true);
   Trajectory t;
   for (int step = 0; step < kSteps; ++step) {
@@ -169,6 +185,12 @@ Trajectory train(nn::ViT& model, Device device, bool moe_model) {
         const moe::MoeRouting& r = layer->last_routing();
         loss = add(loss, add(moe::load_balancing_loss(r.probs, r.indices, kLbWeight), moe::router_z_loss(r.logits, kZWeight)));
       }
+      if (distil) {
+        Batch b;
+        b.inputs = x;
+        b.targets = y;
+        loss = add(loss, reshape(distil->loss(b).backward, loss.shape()));
+      }
     }
     loss.backward();
     t.losses.push_back(values_of(loss.value())[0]);
@@ -181,10 +203,14 @@ Trajectory train(nn::ViT& model, Device device, bool moe_model) {
     }
     t.grad_norms.push_back(std::sqrt(sq));
     optimizer.step(kLr);
+    if (distil) distil->after_step();
     if (moe_model)
       for (moe::MoeLayer* layer : moe::moe_layers_of(model.blocks)) layer->clear_routing();
   }
   for (const auto& [name, p] : named) t.weights.emplace_back(name, copy_to(p.value(), Device::cpu));
+  if (distil)
+    for (const auto& [name, p] : distil->teacher().named_parameters())
+      t.teacher.emplace_back(name, copy_to(p.value(), Device::cpu));
   {
     NoGradGuard no_grad;
     model.eval();
@@ -193,7 +219,7 @@ Trajectory train(nn::ViT& model, Device device, bool moe_model) {
   return t;
 }
 
-void check_parity(bool moe_model) {
+void check_parity(bool moe_model, bool eesd = false) {
   backend_for(Device::cuda).set_allow_tf32(false);
   const nn::ViTConfig config = vit_config(moe_model);
   RngStream init_cpu(31), init_gpu(31);
@@ -214,8 +240,8 @@ void check_parity(bool moe_model) {
 
   std::vector<Tensor> init;  // the initial weights (host copies), for the movement in the weight bound
   for (const auto& [name, p] : cpu_named) init.push_back(copy_to(p.value(), Device::cpu));
-  const Trajectory ref = train(cpu_model, Device::cpu, moe_model);
-  const Trajectory got = train(gpu_model, Device::cuda, moe_model);
+  const Trajectory ref = train(cpu_model, Device::cpu, moe_model, eesd);
+  const Trajectory got = train(gpu_model, Device::cuda, moe_model, eesd);
 
   for (int s = 0; s < kSteps; ++s) {
     const auto k = static_cast<std::size_t>(s);
@@ -241,11 +267,18 @@ void check_parity(bool moe_model) {
   }
 
   ASSERT_EQ(got.weights.size(), ref.weights.size());
-  for (std::size_t i = 0; i < ref.weights.size(); ++i) {
-    const std::string& name = ref.weights[i].first;
-    const std::vector<double> a = values_of(without_key_bias(name, got.weights[i].second));
-    const std::vector<double> b = values_of(without_key_bias(name, ref.weights[i].second));
-    const std::vector<double> w0 = values_of(without_key_bias(name, init[i]));
+  ASSERT_EQ(got.teacher.size(), ref.teacher.size());
+  ASSERT_EQ(ref.teacher.size(), eesd ? ref.weights.size() : 0u);
+  // The student's weights, then (with EESD) the teacher's, against the same initial weights.
+  for (std::size_t i = 0; i < ref.weights.size() + ref.teacher.size(); ++i) {
+    const bool teacher = i >= ref.weights.size();
+    const std::size_t j0 = teacher ? i - ref.weights.size() : i;
+    const auto& got_w = teacher ? got.teacher[j0] : got.weights[j0];
+    const auto& ref_w = teacher ? ref.teacher[j0] : ref.weights[j0];
+    const std::string& name = ref_w.first;
+    const std::vector<double> a = values_of(without_key_bias(name, got_w.second));
+    const std::vector<double> b = values_of(without_key_bias(name, ref_w.second));
+    const std::vector<double> w0 = values_of(without_key_bias(name, init[j0]));
     ASSERT_EQ(a.size(), b.size()) << name;
     double max_diff = 0.0, diff2 = 0.0, move2 = 0.0;
     std::size_t worst = 0;
@@ -259,10 +292,11 @@ void check_parity(bool moe_model) {
       diff2 += d * d;  // a NaN propagates and fails the L2 bound too
       move2 += (b[j] - w0[j]) * (b[j] - w0[j]);
     }
+    const char* whose = teacher ? "teacher " : "";
     EXPECT_LE(max_diff, kWeightStepTol * kLr * kSteps)
-        << "final " << name << "[" << worst << "]: cuda " << a[worst] << ", cpu " << b[worst];
+        << "final " << whose << name << "[" << worst << "]: cuda " << a[worst] << ", cpu " << b[worst];
     EXPECT_LE(std::sqrt(diff2), kWeightMoveTol * std::sqrt(move2) + 1e-12)
-        << "final " << name << ": ||diff|| " << std::sqrt(diff2) << ", movement from init " << std::sqrt(move2);
+        << "final " << whose << name << ": ||diff|| " << std::sqrt(diff2) << ", movement from init " << std::sqrt(move2);
   }
 
   const testing::RelError logits = relative_error(got.eval_logits, ref.eval_logits);
@@ -272,6 +306,8 @@ void check_parity(bool moe_model) {
 TEST(TrainingParityCuda, DenseViTFiveAdamWSteps) { check_parity(false); }
 
 TEST(TrainingParityCuda, MoeViTFiveAdamWSteps) { check_parity(true); }
+
+TEST(TrainingParityCuda, MoeViTWithEesdFiveAdamWSteps) { check_parity(true, true); }
 
 }  // namespace
 }  // namespace upcycle

@@ -20,4 +20,18 @@ struct DeviceChoice {
 // usable); "auto" (cuda when usable, else cpu with the reason). Anything else is a UsageError.
 DeviceChoice choose_device(const std::string& requested);
 
+// --- which GPU this process drives (one GPU per rank: dist/world.hpp bind_rank_to_gpu) ---
+// These never start the CUDA backend, so they can pick its GPU before it starts.
+
+// The GPUs the CUDA runtime sees (CUDA_VISIBLE_DEVICES applies); 0 when it sees none or fails, with
+// the reason in `why` (if given). Always 0 in a build without CUDA.
+int cuda_device_count(std::string* why = nullptr);
+// Makes `index` (in [0, cuda_device_count())) the GPU the CUDA backend starts on. The backend
+// starts once per process on the GPU current at its first use, so this must come before anything
+// touches a cuda tensor; once it runs on another GPU this throws. Throws in a build without CUDA.
+void use_cuda_device(int index);
+// The PCI bus id of GPU `index` ("0000:3b:00.0"): names the physical GPU whatever
+// CUDA_VISIBLE_DEVICES renumbered. Throws in a build without CUDA.
+std::string cuda_pci_bus_id(int index);
+
 }  // namespace upcycle

@@ -1,6 +1,7 @@
 #pragma once
 // Collective communication between ranks. One interface, implemented by SelfCommunicator (one
-// process, no MPI), MpiCommunicator (host tensors over an MPI_Comm) and later NCCL (device tensors).
+// process, no MPI), MpiCommunicator (host tensors over an MPI_Comm) and NcclCommunicator (cuda
+// tensors on one GPU per rank, dist/nccl.hpp).
 //
 // Every method except rank() and size() is collective: all ranks of the communicator call it in
 // the same order with matching arguments, or the program hangs. The public methods check their arguments (dtype,
@@ -58,10 +59,14 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::shared_ptr<Communicator> split(int color, int key);
 
  protected:
-  // Whether the implementation reads and writes memory of `device` itself. When it does not (MPI
-  // here is not CUDA-aware), the public methods stage the tensors through host copies: an explicit
-  // host step that keeps multi-rank GPU runs correct until a device communicator (NCCL) takes over.
+  // Whether the implementation reads and writes memory of `device` itself. When it does not, the
+  // public methods stage the tensors through copies on staging_device(): MPI here is not
+  // CUDA-aware, so it gets host copies of cuda tensors; NCCL moves GPU memory only, so it gets
+  // device copies of host tensors (counts, statistics, checkpoint gathers). A staged collective
+  // makes the host wait for its result, as a host collective does anyway.
   virtual bool moves(Device device) const = 0;
+  // Where tensors of a device the implementation does not move are staged (moves() is true for it).
+  virtual Device staging_device() const { return Device::cpu; }
   // Arguments are checked; tensors are defined, contiguous, of a supported dtype, on a device the
   // implementation moves(), and do not share storage with each other.
   virtual void do_all_reduce(Tensor& inout, CommReduce op) = 0;
@@ -72,6 +77,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   virtual std::vector<std::int64_t> do_exchange_counts(const std::vector<std::int64_t>& send_counts) = 0;
   virtual void do_broadcast(Tensor& t, int root) = 0;
   virtual std::shared_ptr<Communicator> do_split(int color, int key) = 0;
+
+ private:
+  Tensor staged(const Tensor& t) const;
+  Tensor staged_output(const Tensor& out) const;
 };
 
 // Shape of all_gather's output: `parts` copies of `in` along dim 0 (a scalar gathers to [parts]).
