@@ -2,7 +2,8 @@
 # The GPU device check: runs on a machine with one NVIDIA GPU (H100/H200, CUDA 13 driver, nvcc,
 # python3 with PyTorch for the GPU, compute-sanitizer) and no Debian -dev packages, no MPI, no
 # network. It uses the bundle that launch/device_bundle.sh built on a development machine (carry
-# build-device-bundle/ to the GPU machine with the working tree), and within about 8 minutes:
+# build-device-bundle.tar.xz, or the unpacked build-device-bundle/, to the GPU machine with the
+# working tree), and within about 8 minutes:
 #   1. records the GPU, driver, toolkit and PyTorch;
 #   2. runs the gpu tests (the cross-backend op suite, autograd on CUDA vs CPU, 5-step training
 #      parity, warm-step allocations and host waits);
@@ -31,6 +32,11 @@ out="${1:-}"
 [[ -n "$out" ]] || { echo "usage: launch/device_check.sh OUTDIR" >&2; exit 2; }
 mkdir -p "$out"
 bundle="${BUNDLE:-$root/build-device-bundle}"
+# The packed bundle (launch/device_bundle.sh writes both): unpacked beside itself when the folder is
+# missing.
+if [[ ! -d "$bundle" && -f "$bundle.tar.xz" ]]; then
+  tar -C "$(dirname "$bundle")" -xJf "$bundle.tar.xz" || { echo "device_check: cannot unpack $bundle.tar.xz" >&2; exit 2; }
+fi
 log="$out/device_check.log"
 results="$out/.results.tsv"
 : >"$log"
