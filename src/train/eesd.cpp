@@ -45,10 +45,9 @@ ExpertEnsembleDistillation::ExpertEnsembleDistillation(const Options& options, n
   for (std::size_t i = 0; i < s.size(); ++i) {
     UPCYCLE_CHECK(s[i].first == t[i].first && s[i].second.shape() == t[i].second.shape(),
                   "EESD: teacher parameter ", t[i].first, " does not match the student's ", s[i].first);
-    Tensor tv = t[i].second.value();
-    tv.copy_from(s[i].second.value());
-    ema_pairs_.push_back({tv, s[i].second.value()});
+    ema_pairs_.push_back({t[i].second.value(), s[i].second.value()});
   }
+  copy_student_into_teacher();
   const auto students = moe::find_moe_layers(student), teachers = moe::find_moe_layers(*teacher_);
   UPCYCLE_CHECK(!students.empty(), "EESD needs a model with MoE layers");
   UPCYCLE_CHECK(students.size() == teachers.size(), "EESD: the teacher has ", teachers.size(), " MoE layers, the student ",
@@ -98,6 +97,10 @@ ExpertEnsembleDistillation::Loss ExpertEnsembleDistillation::loss(const Batch& b
   be.axpy(1.0, out.backward.value().to(DType::f64), out.value);
   ++loss_count_;
   return out;
+}
+
+void ExpertEnsembleDistillation::copy_student_into_teacher() {
+  for (EmaTensor& pair : ema_pairs_) pair.average.copy_from(pair.value);
 }
 
 void ExpertEnsembleDistillation::after_step() { backend_of(loss_sums_).ema(ema_pairs_, options_.momentum); }

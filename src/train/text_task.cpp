@@ -39,12 +39,7 @@ class LanguageModelTask final : public Task {
   }
 
   std::vector<std::pair<std::string, moe::MoeLayer*>> moe_layers() const override {
-    std::vector<std::pair<std::string, moe::MoeLayer*>> out;
-    const auto layers = moe::moe_layers_of(model_.blocks);
-    const auto index = moe::moe_block_indices_of(model_.blocks);
-    for (std::size_t i = 0; i < layers.size(); ++i)
-      out.emplace_back("blocks/" + nn::index_name(static_cast<std::size_t>(index[i])) + "/moe", layers[i]);
-    return out;
+    return moe::find_moe_layers(model_);
   }
   // Text has one token group (group-conditioned DPSL degenerates to one prior): the defaults.
 

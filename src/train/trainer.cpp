@@ -91,7 +91,7 @@ void Trainer::resume_from(const std::string& path) {
   if (teacher_saved) options.modules.emplace_back(kTeacherPrefix, &eesd_->teacher());
   load_checkpoint(path, task_.model(), optimizer_.get(), &state_, &options);
   if (eesd_ && !teacher_saved) {
-    eesd_ = std::make_unique<ExpertEnsembleDistillation>(cfg_, task_);
+    eesd_->copy_student_into_teacher();
     say("[" + stage_ + "] " + path + " has no EESD teacher: it starts as a copy of the resumed student", LogLevel::warn);
   }
   task_.sampler().restore(state_.cursor);

@@ -65,6 +65,9 @@ class ExpertEnsembleDistillation {
   // "moe/blocks/NN/eesd_loss" (or "eesd_loss") averaged since the last call; resets the averages.
   void add_metrics(JsonObject& o);
 
+  // Sets the teacher to the student as it is now (a resume from a checkpoint without a teacher).
+  void copy_student_into_teacher();
+
   nn::Module& teacher() { return *teacher_; }
   const nn::Module& teacher() const { return *teacher_; }
   double momentum() const { return options_.momentum; }
