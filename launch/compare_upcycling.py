@@ -88,7 +88,7 @@ def parse_args(argv):
 
 
 def upcycle_train(args, cmd_args, log_path):
-    cmd = ["mpirun", "--oversubscribe", "-np", str(args.np), args.binary, args.config, "--log.progress=false"] + cmd_args
+    cmd = ["mpirun", "--oversubscribe", "-np", str(args.np), args.binary, args.config, "--log.progress=off"] + cmd_args
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     if os.getuid() == 0:
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")

@@ -37,6 +37,8 @@ const std::vector<ConfigKey>& config_schema() {
       {"run", "dir", T::String, "runs/default", kAnyValue, nullptr,
        "Run directory: config.ini, metrics.jsonl, checkpoints/, report.json, plots/. Empty = write no "
        "files (library use and tests; upcycle_train needs one)."},
+      {"run", "overwrite", T::Bool, "false", kAnyValue, nullptr,
+       "Allow a fresh run into a run.dir that holds another config's run or checkpoints; they are replaced."},
       {"run", "seed", T::Int, "1234", at_least(0), nullptr,
        "Seed of every random stream (init, dropout, data order, k-means++ sample)."},
       {"run", "device", T::Enum, "auto", kAnyValue, "auto|cpu|cuda",
@@ -150,6 +152,8 @@ const std::vector<ConfigKey>& config_schema() {
        "Also evaluate before the first step (e.g. an upcycled model as it starts)."},
       {"train", "nan_policy", T::Enum, "stop", kAnyValue, "stop|skip",
        "On a non-finite loss: stop the run, or skip the step and go on."},
+      {"train", "max_skipped_steps", T::Int, "10", at_least(1), nullptr,
+       "nan_policy = skip: the run stops with an error after this many consecutive skipped steps."},
 
       {"data", "dataset", T::Enum, "fashion_mnist", kAnyValue, "fashion_mnist|text",
        "fashion_mnist (IDX files, for model.kind = vit) or text (byte corpus, for model.kind = gpt)."},
@@ -209,10 +213,16 @@ const std::vector<ConfigKey>& config_schema() {
       {"checkpoint", "every", T::Int, "500", at_least(0), nullptr, "Save every N steps; 0 = only at the end of a stage."},
       {"checkpoint", "keep", T::Int, "3", at_least(0), nullptr, "Step checkpoints kept besides latest.h5; 0 = all."},
       {"checkpoint", "resume", T::String, "", kAnyValue, nullptr,
-       "Resume from a checkpoint path, 'latest' (run.dir/checkpoints/latest.h5), or empty = start fresh."},
+       "empty = start fresh; 'auto' = every training stage resumes from run.dir/checkpoints/<stage>/ when it "
+       "holds a checkpoint (the newest one that verifies) and starts fresh otherwise; 'latest' = the first "
+       "training stage resumes from run.dir/checkpoints/<stage>/latest.h5, which must exist; or a checkpoint "
+       "path for the first training stage."},
 
       {"log", "every", T::Int, "10", at_least(1), nullptr, "Write a metrics.jsonl event every N steps."},
-      {"log", "progress", T::Bool, "true", kAnyValue, nullptr, "Show a progress line on rank 0."},
+      {"log", "progress", T::Enum, "auto", kAnyValue, "auto|redraw|lines|off",
+       "Progress of rank 0 (step, loss, throughput, ETA): auto = redrawn in place on an interactive terminal, "
+       "one plain line per log event otherwise (a file, a pipe, mpirun's pty with its output redirected, "
+       "Slurm); redraw or lines force either; off = none."},
       {"log", "level", T::Enum, "info", kAnyValue, "debug|info|warn|error", "Least severe console message shown."},
   };
   return keys;

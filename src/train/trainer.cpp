@@ -182,7 +182,7 @@ TrainResult Trainer::run() {
   const std::int64_t ckpt_every = cfg_.get_int("checkpoint.every");
   const std::string resume = resolve_resume_path(cfg_, stage_);
   if (!resume.empty()) resume_from(resume);
-  if (is_root(*world_) && cfg_.get_bool("log.progress"))
+  if (is_root(*world_) && cfg_.get_string("log.progress") != "off")
     progress_ = std::make_unique<Progress>(stage_, total, state_.step);
   const std::size_t bucket_bytes = static_cast<std::size_t>(cfg_.get_int("parallel.grad_bucket_mb")) << 20;
   GradReducer reducer(replicated_, world_, bucket_bytes);

@@ -72,7 +72,7 @@ dataset = fashion_mnist
 every = 3
 keep = 0
 [log]
-progress = false
+progress = off
 every = 1
 EOF
 

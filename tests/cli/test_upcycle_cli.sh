@@ -62,7 +62,7 @@ dataset = fashion_mnist
 [checkpoint]
 every = 0
 [log]
-progress = false
+progress = off
 every = 1
 EOF
 

@@ -12,7 +12,7 @@ inline std::string tiny_vit_ini(int steps, const std::string& run_dir = "") {
          "\nbatch_size = 8\nlr = 0.003\nmin_lr = 0.0003\nwarmup_steps = 0\ngrad_clip = 0\neval_every = 0\n"
          "[data]\ndataset = fashion_mnist\n"
          "[checkpoint]\nevery = 0\n"
-         "[log]\nprogress = false\nevery = 1\n";
+         "[log]\nprogress = off\nevery = 1\n";
 }
 
 // The tiny ViT above as a randomly initialised MoE (stage moe): block 1 of 2 (every_other) is an

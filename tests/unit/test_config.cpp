@@ -169,7 +169,7 @@ TEST(ConfigValues, BooleanSpellings) {
     EXPECT_TRUE(parse_config(std::string("[eesd]\nenabled = ") + t, "b.ini").get_bool("eesd.enabled")) << t;
   }
   for (const char* f : {"false", "FALSE", "no", "off", "0"}) {
-    EXPECT_FALSE(parse_config(std::string("[log]\nprogress = ") + f, "b.ini").get_bool("log.progress")) << f;
+    EXPECT_FALSE(parse_config(std::string("[data]\nshuffle = ") + f, "b.ini").get_bool("data.shuffle")) << f;
   }
 }
 
