@@ -131,6 +131,33 @@ bool checkpoint_has_dataset(const std::string& path, const std::string& dataset)
   return h5::has_dataset(f, dataset);
 }
 
+CheckpointCheck check_checkpoint(const std::string& path) {
+  CheckpointCheck check;
+  auto fail = [&](std::string problem) {
+    check.ok = false;
+    check.problems.push_back(std::move(problem));
+  };
+  try {
+    h5::File f = open_checkpoint(path);
+    for (const char* attr : {"stage", "config"})
+      if (!h5::has_attribute(f, "/", attr)) fail(std::string("root attribute '") + attr + "' is missing");
+    if (!h5::has_attribute(f, "/", "step")) fail("root attribute 'step' is missing");
+    for (const char* required : {"/state/rng/dropout", "/state/data/cursor"})
+      if (!h5::has_dataset(f, required)) fail(std::string("dataset ") + required + " is missing");
+    for (const auto& dataset : h5::list_datasets(f)) {
+      try {
+        h5::read_tensor(f, dataset);
+        ++check.datasets_checked;
+      } catch (const Error& e) {
+        fail(e.message());
+      }
+    }
+  } catch (const Error& e) {
+    fail(e.message());
+  }
+  return check;
+}
+
 std::string checkpoint_config_text(const std::string& path) {
   h5::File f = open_checkpoint(path);
   return h5::read_string_attribute(f, "/", "config");

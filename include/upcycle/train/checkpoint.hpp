@@ -90,6 +90,18 @@ bool checkpoint_has_dataset(const std::string& path, const std::string& dataset)
 void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state,
                      const CheckpointLoadOptions* options = nullptr);
 
+// What check_checkpoint found: ok when every dataset read back intact and the structure is an
+// upcycle checkpoint's; otherwise `problems` names each failing attribute or dataset.
+struct CheckpointCheck {
+  bool ok = true;
+  std::vector<std::string> problems;
+  std::int64_t datasets_checked = 0;
+};
+
+// Reads every dataset of the file at `path` in full (verifying its checksum) and checks the root
+// attributes and the datasets every checkpoint has. Never throws for a bad file: reports it.
+CheckpointCheck check_checkpoint(const std::string& path);
+
 // The INI text of the config a checkpoint was written with.
 std::string checkpoint_config_text(const std::string& path);
 
