@@ -17,6 +17,7 @@
 #include "upcycle/io/config.hpp"
 #include "upcycle/io/log.hpp"
 #include "upcycle/train/stages.hpp"
+#include "upcycle/train/stop_request.hpp"
 
 namespace {
 
@@ -95,8 +96,13 @@ int main(int argc, char** argv) {
       std::cout << cfg.to_ini();
       return 0;
     }
+    upcycle::install_stop_signal_handlers();
     run(cfg);
     return 0;
+  } catch (const upcycle::StopRequested& e) {
+    // Every rank stops after the same step (the trainer agreed on it), so none is left waiting.
+    std::cerr << "upcycle_train: " << e.what() << "\n";
+    return upcycle::kExitStopped;
   } catch (const upcycle::UsageError& e) {
     // Every rank reads the same config, so every rank fails here alike: no abort needed.
     std::cerr << "upcycle_train: error: " << e.message() << "\n(see upcycle_train --help)\n";

@@ -158,6 +158,31 @@ CheckpointCheck check_checkpoint(const std::string& path) {
   return check;
 }
 
+std::vector<std::string> step_checkpoints(const std::string& checkpoint_dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(checkpoint_dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("step-", 0) == 0 && e.path().extension() == ".h5") out.push_back(e.path().string());
+  }
+  std::sort(out.rbegin(), out.rend());
+  return out;
+}
+
+std::string newest_valid_checkpoint(const std::string& checkpoint_dir, std::vector<std::string>* rejected) {
+  std::vector<std::string> candidates;
+  std::error_code ec;
+  const fs::path latest = latest_checkpoint_path(checkpoint_dir);
+  if (fs::exists(latest, ec)) candidates.push_back(fs::canonical(latest, ec).string());
+  for (const auto& p : step_checkpoints(checkpoint_dir)) candidates.push_back(p);
+  for (const auto& p : candidates) {
+    const CheckpointCheck c = check_checkpoint(p);
+    if (c.ok) return p;
+    if (rejected) rejected->push_back(p + ": " + (c.problems.empty() ? "unreadable" : c.problems.front()));
+  }
+  return "";
+}
+
 std::string checkpoint_config_text(const std::string& path) {
   h5::File f = open_checkpoint(path);
   return h5::read_string_attribute(f, "/", "config");

@@ -12,6 +12,7 @@
 #include "upcycle/train/eval_stage.hpp"
 #include "upcycle/train/eesd.hpp"
 #include "upcycle/train/moe_training.hpp"
+#include "upcycle/train/resume.hpp"
 #include "upcycle/train/trainer.hpp"
 #include "upcycle/train/upcycle_stage.hpp"
 
@@ -70,7 +71,10 @@ void run_moe(const Config& chain_cfg, std::shared_ptr<Communicator> world) {
   MoeTask moe_task = make_moe_task(cfg, world);
   const ProcessGroups& groups = moe_task.groups;
   std::unique_ptr<Task>& task = moe_task.task;
-  if (cfg.get_string("checkpoint.resume").empty()) {
+  // Resolved before the trainer exists: the initialisation must be in the model when the trainer
+  // copies it into the EESD teacher.
+  const ResumeChoice resume = resolve_resume(cfg, "moe", *world);
+  if (resume.path.empty()) {
     const std::string init = moe_init_path(cfg);
     if (!init.empty()) {
       CheckpointLoadOptions lo;
@@ -81,6 +85,9 @@ void run_moe(const Config& chain_cfg, std::shared_ptr<Communicator> world) {
     }
   }
   Trainer trainer(cfg, groups, *task, "moe", cfg.get_string("run.dir"));
+  for (const auto& r : resume.rejected)
+    if (world->rank() == 0) log_warn("[moe] skipped a damaged checkpoint: " + r);
+  trainer.resume_from_path(resume.path);
   const TrainResult r = trainer.run();
   write_report(cfg, *world, "moe", r, [&](JsonObject& o) {
     o.add("expert_parallel", P);
@@ -90,6 +97,23 @@ void run_moe(const Config& chain_cfg, std::shared_ptr<Communicator> world) {
     for (const auto& [name, layer] : task->moe_layers()) blocks.push_back(std::stoll(name.substr(7, name.size() - 11)));
     o.add("moe_blocks", blocks);
   });
+}
+
+// With checkpoint.resume = auto an upcycled checkpoint that verifies is not redone: a requeued chain
+// goes on to the MoE stage it was in.
+void run_upcycle_unless_done(const Config& cfg, std::shared_ptr<Communicator> world) {
+  if (cfg.get_string("checkpoint.resume") == "auto") {
+    const std::string path = upcycled_checkpoint_path(cfg.get_string("run.dir"));
+    int done = 0;
+    if (world->rank() == 0) done = fs::exists(path) && check_checkpoint(path).ok ? 1 : 0;
+    Tensor flag = Tensor::from_vector<std::int64_t>({done}, {1}, Device::cpu);
+    world->broadcast(flag, 0);
+    if (flag.to_vector<std::int64_t>()[0] != 0) {
+      if (world->rank() == 0) log_info("[upcycle] " + path + " exists and verifies (checkpoint.resume = auto): not redone");
+      return;
+    }
+  }
+  run_upcycle_stage(cfg, std::move(world));
 }
 
 using StageFn = void (*)(const Config&, std::shared_ptr<Communicator>);
@@ -103,7 +127,7 @@ struct Stage {
 // The one table of stages.
 constexpr Stage kStages[] = {
     {"dense", &run_dense, true},
-    {"upcycle", &run_upcycle_stage, false},
+    {"upcycle", &run_upcycle_unless_done, false},
     {"moe", &run_moe, true},
     {"eval", &run_eval_stage, false},
 };
@@ -154,9 +178,11 @@ void check_stages_runnable(const Config& cfg) {
 void run_stages(const Config& cfg, std::shared_ptr<Communicator> world) {
   check_stages_runnable(cfg);
   const auto& stages = cfg.get_string_list("run.stages");
-  // checkpoint.resume applies to the first training stage of the chain only: the later ones start
-  // from what the earlier ones wrote.
-  const Config later = parse_config(cfg.to_ini(), "the resolved config", {{"checkpoint.resume", ""}});
+  // checkpoint.resume = latest or a path applies to the first training stage of the chain only: the
+  // later ones start from what the earlier ones wrote. auto applies to every stage.
+  const bool resume_each = cfg.get_string("checkpoint.resume") == "auto";
+  const Config later =
+      resume_each ? cfg : parse_config(cfg.to_ini(), "the resolved config", {{"checkpoint.resume", ""}});
   bool trained = false;
   for (const auto& name : stages)
     for (const auto& s : kStages) {

@@ -6,10 +6,13 @@
 #include <iostream>
 
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/io/metrics_history.hpp"
 #include "upcycle/ops/elementwise.hpp"
 #include "upcycle/train/batch_stager.hpp"
 #include "upcycle/ops/shape.hpp"
 #include "upcycle/train/grad_reducer.hpp"
+#include "upcycle/train/resume.hpp"
+#include "upcycle/train/stop_request.hpp"
 
 namespace upcycle {
 
@@ -24,12 +27,6 @@ RngStream dropout_stream(const Config& cfg, int rank) {
   return RngStream(static_cast<std::uint64_t>(cfg.get_int("run.seed")) * 1000003ull + 17ull + static_cast<std::uint64_t>(rank));
 }
 }  // namespace
-
-std::string resolve_resume_path(const Config& cfg, const std::string& stage) {
-  const std::string& r = cfg.get_string("checkpoint.resume");
-  if (r == "latest") return latest_checkpoint_path(stage_checkpoint_dir(cfg.get_string("run.dir"), stage));
-  return r;
-}
 
 Trainer::Trainer(const Config& cfg, std::shared_ptr<Communicator> world, Task& task, std::string stage,
                  std::string run_dir)
@@ -99,9 +96,44 @@ void Trainer::resume_from(const std::string& path) {
   state_.dropout_rng = RngStream(dropout_stream(cfg_, world_->rank()).seed(), state_.dropout_rng.offset());
   state_.stage = stage_;
   say("[" + stage_ + "] resumed from " + path + " at step " + std::to_string(state_.step));
-  // The run's config.ini describes the checkpoints it writes: replace it only now that the
-  // checkpoint proved compatible with this config.
-  if (!run_dir_.empty() && is_root(*world_)) write_config_file(cfg_, (fs::path(run_dir_) / "config.ini").string());
+  if (!is_root(*world_)) return;
+  const std::vector<std::string> changed = changed_trajectory_keys(cfg_, checkpoint_config_text(path));
+  if (!changed.empty()) {
+    std::string list;
+    for (const auto& c : changed) list += (list.empty() ? "" : "; ") + c;
+    say("[" + stage_ + "] resuming under a changed config (" + list +
+            "): from here the run does not follow the trajectory of the run that wrote the checkpoint",
+        LogLevel::warn);
+  }
+  if (metrics_.enabled()) {
+    // The killed run's events after the checkpoint are cut, so each step appears once.
+    const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
+    metrics_ = MetricsWriter();
+    const std::int64_t dropped = cut_metrics_after(metrics_path, stage_, state_.step);
+    metrics_ = MetricsWriter(metrics_path);
+    std::string keys = "[";
+    for (const auto& c : changed) keys += (keys.size() > 1 ? ", \"" : "\"") + json_escape(c) + "\"";
+    metrics_.write(JsonObject()
+                       .add("event", "resume")
+                       .add("stage", stage_)
+                       .add("step", state_.step)
+                       .add("checkpoint", path)
+                       .add("dropped_events", dropped)
+                       .add_raw("changed_keys", keys + "]"));
+  }
+}
+
+void Trainer::start_fresh() {
+  if (!metrics_.enabled()) return;
+  // Events of this stage from an earlier attempt that saved no checkpoint (checkpoint.resume = auto
+  // found none) would otherwise appear twice.
+  const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
+  metrics_ = MetricsWriter();
+  const std::int64_t dropped = cut_metrics_after(metrics_path, stage_, -1);
+  metrics_ = MetricsWriter(metrics_path);
+  if (dropped > 0)
+    metrics_.write(
+        JsonObject().add("event", "restart").add("stage", stage_).add("step", 0).add("dropped_events", dropped));
 }
 
 void Trainer::say(const std::string& line, LogLevel level) {
@@ -145,6 +177,17 @@ std::map<std::string, double> Trainer::evaluate(std::int64_t step) {
   return result;
 }
 
+void Trainer::stop_after_checkpoint(int local_signal) {
+  const std::string by = local_signal != 0 ? signal_name(local_signal) : "a stop signal to another rank";
+  say("[" + stage_ + "] stopping after step " + std::to_string(state_.step) + " on " + by +
+      ": checkpoint saved; checkpoint.resume = auto continues from it", LogLevel::warn);
+  if (is_root(*world_))
+    metrics_.write(
+        JsonObject().add("event", "stopped").add("stage", stage_).add("step", state_.step).add("signal", by));
+  if (progress_) progress_->finish();
+  throw StopRequested(local_signal, stage_, state_.step);
+}
+
 void Trainer::checkpoint() {
   if (run_dir_.empty()) return;
   state_.cursor = task_.sampler().cursor();
@@ -177,12 +220,35 @@ TrainResult Trainer::run() {
   const std::string& schedule = cfg_.get_string("train.lr_schedule");
   const double clip = cfg_.get_float("train.grad_clip");
   const bool skip_nonfinite = cfg_.get_string("train.nan_policy") == "skip";
+  const std::int64_t max_skipped = cfg_.get_int("train.max_skipped_steps");
   const std::int64_t log_every = cfg_.get_int("log.every");
   const std::int64_t eval_every = cfg_.get_int("train.eval_every");
   const std::int64_t ckpt_every = cfg_.get_int("checkpoint.every");
-  const std::string resume = resolve_resume_path(cfg_, stage_);
-  if (!resume.empty()) resume_from(resume);
-  if (is_root(*world_) && cfg_.get_string("log.progress") != "off")
+  ResumeChoice resume;
+  if (resume_override_)
+    resume.path = *resume_override_;
+  else
+    resume = resolve_resume(cfg_, stage_, *world_);
+  for (const auto& r : resume.rejected) say("[" + stage_ + "] skipped a damaged checkpoint: " + r, LogLevel::warn);
+  if (!resume.path.empty()) {
+    resume_from(resume.path);
+    // Continuing from an older checkpoint would overwrite the newer step files of the folder with
+    // another trajectory's; damaged ones that auto skipped are set aside.
+    set_aside_newer_checkpoints(cfg_, stage_, state_.step, resume, *world_);
+  } else {
+    start_fresh();
+  }
+  TrainResult result;
+  if (state_.step >= total && !resume.path.empty()) {
+    // The checkpoint is the stage's last one (a requeue after the stage finished): nothing to redo,
+    // and its final evaluation is already in metrics.jsonl.
+    say("[" + stage_ + "] already complete at step " + std::to_string(state_.step) + " (" + resume.path + ")");
+    result.steps = state_.step;
+    result.final_eval = task_.evaluate(*world_);
+    return result;
+  }
+  const std::string& progress_mode = cfg_.get_string("log.progress");
+  if (is_root(*world_) && progress_mode != "off")
     progress_ = std::make_unique<Progress>(stage_, total, state_.step);
   const std::size_t bucket_bytes = static_cast<std::size_t>(cfg_.get_int("parallel.grad_bucket_mb")) << 20;
   GradReducer reducer(replicated_, world_, bucket_bytes);
@@ -195,9 +261,10 @@ TrainResult Trainer::run() {
   Backend& be = backend_for(device);
   BatchStager stager(device);
   // What a step reads on the host, gathered on the device first so that the host waits once per
-  // step: [loss (this rank's micro-batch mean), tokens, replicated gradients' sum of squares,
-  // expert gradients' sum of squares (summed over the EP group: each expert lives on one rank)].
-  Tensor step_stats = Tensor::empty({4}, DType::f64, device);
+  // step: [loss (this rank's micro-batch mean), tokens, stop requests (ranks that got SIGTERM or
+  // SIGUSR1), replicated gradients' sum of squares, expert gradients' sum of squares (summed over
+  // the EP group: each expert lives on one rank)]. The first three are summed over the world.
+  Tensor step_stats = Tensor::empty({5}, DType::f64, device);
   auto stat_slot = [&](std::int64_t i) { return step_stats.rows(i, i + 1); };
 
   auto lr_at = [&](std::int64_t step) {
@@ -210,7 +277,7 @@ TrainResult Trainer::run() {
     return warmup_cosine_lr(step, total, warmup, lr_max, lr_min);
   };
 
-  TrainResult result;
+  std::int64_t skipped_in_a_row = 0;
   if (cfg_.get_bool("train.eval_at_start") && state_.step == 0) evaluate(0);
   task_.model().train(true);
   auto window_start = std::chrono::steady_clock::now();
@@ -251,22 +318,26 @@ TrainResult Trainer::run() {
     reducer.reduce();
     if (expert_reducer) expert_reducer->reduce();
     // Global gradient norm: replicated gradients once, expert gradients summed over the EP group.
-    stat_slot(2).copy_from(grad_sum_squares_on_device(replicated_));
+    stat_slot(3).copy_from(grad_sum_squares_on_device(replicated_));
     if (moe_) {
       Tensor expert_sq = grad_sum_squares_on_device(experts_);
       groups_.expert_parallel->all_reduce(expert_sq);
-      stat_slot(3).copy_from(expert_sq);
+      stat_slot(4).copy_from(expert_sq);
     }
-    // Loss and tokens are summed over the world (gradients are already reduced).
-    Tensor world_part = step_stats.rows(0, 2);
-    stat_slot(1).copy_from(Tensor::from_vector<double>({static_cast<double>(batch.tokens)}, {1}, device));
+    // Loss, tokens and stop requests are summed over the world (gradients are already reduced).
+    Tensor world_part = step_stats.rows(0, 3);
+    const int local_stop = stop_signal();
+    step_stats.rows(1, 3).copy_from(Tensor::from_vector<double>(
+        {static_cast<double>(batch.tokens), local_stop != 0 ? 1.0 : 0.0}, {2}, device));
     world_->all_reduce(world_part);
     const std::vector<double> sv = step_stats.to_vector<double>();  // the step's one host wait
     const double loss = sv[0] / world_->size();
-    const double gnorm = std::sqrt(sv[2] + sv[3]);
+    const double gnorm = std::sqrt(sv[3] + sv[4]);
+    const bool stop_now = sv[2] > 0;
     state_.step = step + 1;
     const bool finite = std::isfinite(loss) && std::isfinite(gnorm);
     if (finite) {
+      skipped_in_a_row = 0;
       if (clip > 0 && gnorm > clip) scale_grads(params_, clip / gnorm);
       optimizer_->step(lr);
       if (moe_) moe_->after_step();
@@ -281,7 +352,13 @@ TrainResult Trainer::run() {
                       stage_, " (loss ", loss, ", gradient norm ", gnorm,
                       "); lower train.lr, or set train.nan_policy = skip to skip such steps");
       ++result.skipped_steps;
+      ++skipped_in_a_row;
       if (moe_) moe_->after_step(false);
+      if (skipped_in_a_row > max_skipped)
+        UPCYCLE_THROW("train.nan_policy = skip: ", skipped_in_a_row, " consecutive steps (", step + 2 - skipped_in_a_row,
+                      " to ", step + 1, ") of stage ", stage_,
+                      " had a non-finite loss or gradient, more than train.max_skipped_steps = ", max_skipped,
+                      ": the run diverged; lower train.lr (or raise train.max_skipped_steps)");
       say("[" + stage_ + "] step " + std::to_string(step + 1) + ": non-finite loss or gradient, update skipped",
           LogLevel::warn);
       if (is_root(*world_))
@@ -298,10 +375,11 @@ TrainResult Trainer::run() {
       window_tokens = window_loss = 0;
       window_steps = 0;
     }
-    const bool eval_now = eval_every > 0 && done % eval_every == 0 && done != total;
+    const bool eval_now = eval_every > 0 && done % eval_every == 0 && done != total && !stop_now;
     const bool ckpt_now = ckpt_every > 0 && done % ckpt_every == 0 && done != total;
     if (eval_now) evaluate(done);
-    if (ckpt_now) checkpoint();
+    if (ckpt_now || (stop_now && done != total)) checkpoint();
+    if (stop_now && done != total) stop_after_checkpoint(local_stop);
     // Evaluation and checkpoint time is not training throughput.
     if (eval_now || ckpt_now) window_start = std::chrono::steady_clock::now();
   }

@@ -4,6 +4,7 @@
 #include "error_of.hpp"
 
 #include <cmath>
+#include <csignal>
 #include <unistd.h>
 
 #include <filesystem>
@@ -13,6 +14,9 @@
 #include "tiny_configs.hpp"
 #include "upcycle/io/hdf5.hpp"
 #include "upcycle/ops/elementwise.hpp"
+#include "upcycle/io/metrics_history.hpp"
+#include "upcycle/train/resume.hpp"
+#include "upcycle/train/stop_request.hpp"
 #include "upcycle/train/trainer.hpp"
 
 using namespace upcycle;
@@ -124,12 +128,16 @@ namespace {
 // Wraps a task and poisons the loss of one training step.
 class PoisonedTask : public Task {
  public:
-  PoisonedTask(std::unique_ptr<Task> inner, int poisoned_call) : inner_(std::move(inner)), poisoned_(poisoned_call) {}
+  // Poisons call `poisoned_call` (1-based), or every call from it on when `from_then_on`.
+  PoisonedTask(std::unique_ptr<Task> inner, int poisoned_call, bool from_then_on = false)
+      : inner_(std::move(inner)), poisoned_(poisoned_call), from_then_on_(from_then_on) {}
   nn::Module& model() override { return inner_->model(); }
   Batch next_batch() override { return inner_->next_batch(); }
   Var loss(const Batch& b, RngStream* rng) override {
     const Var l = inner_->loss(b, rng);
-    return ++calls_ == poisoned_ ? mul_scalar(l, std::numeric_limits<double>::quiet_NaN()) : l;
+    ++calls_;
+    const bool poison = from_then_on_ ? calls_ >= poisoned_ : calls_ == poisoned_;
+    return poison ? mul_scalar(l, std::numeric_limits<double>::quiet_NaN()) : l;
   }
   std::map<std::string, double> evaluate(Communicator& c, Split s) override { return inner_->evaluate(c, s); }
   ModelOutputs run_model(const nn::Module& m, const Tensor& x, RngStream* rng) const override {
@@ -145,6 +153,7 @@ class PoisonedTask : public Task {
  private:
   std::unique_ptr<Task> inner_;
   int poisoned_, calls_ = 0;
+  bool from_then_on_;
 };
 }  // namespace
 
@@ -161,4 +170,173 @@ TEST(Trainer, NonFiniteLossStopsOrSkipsByPolicy) {
   EXPECT_EQ(r.skipped_steps, 1);
   EXPECT_EQ(r.losses.size(), 3u);
   for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
+}
+
+TEST(Trainer, SkipPolicyStopsARunThatKeepsDiverging) {
+  auto world = std::make_shared<SelfCommunicator>();
+  const Config skip = parse_config(upcycle::testing::tiny_vit_ini(20), "test",
+                                   {{"train.nan_policy", "skip"}, {"train.max_skipped_steps", "3"}});
+  PoisonedTask task(make_task(skip, *world), 5, /*from_then_on=*/true);
+  const std::string msg = error_of([&] { Trainer(skip, world, task, "dense", "").run(); });
+  // Steps 5, 6, 7 are skipped; the 4th in a row (step 8) is one too many.
+  EXPECT_NE(msg.find("4 consecutive steps (5 to 8)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.max_skipped_steps = 3"), std::string::npos) << msg;
+}
+
+namespace {
+std::vector<std::string> metrics_lines(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return lines;
+}
+// How many "train" events of `stage` log `step`.
+int train_events_at(const std::vector<std::string>& lines, std::int64_t step) {
+  int n = 0;
+  for (const auto& l : lines)
+    n += l.find("\"event\": \"train\"") != std::string::npos &&
+         l.find("\"step\": " + std::to_string(step) + ",") != std::string::npos;
+  return n;
+}
+std::string dense_dir(const fs::path& run_dir) { return stage_checkpoint_dir(run_dir.string(), "dense"); }
+}  // namespace
+
+TEST(Trainer, AStopRequestSavesTheStepAndAutoResumesExactly) {
+  const fs::path a = fresh_dir("stop_a"), b = fresh_dir("stop_b");
+  const TrainResult full = train(upcycle::testing::tiny_vit_ini(6, a.string()));
+  ASSERT_EQ(full.losses.size(), 6u);
+  // As if SIGUSR1 arrived during step 1: the run finishes that step, saves it, and stops.
+  request_stop(SIGUSR1);
+  const std::string msg = error_of([&] { train(upcycle::testing::tiny_vit_ini(6, b.string())); });
+  clear_stop_request();
+  EXPECT_NE(msg.find("stopped by SIGUSR1 after step 1 of stage dense"), std::string::npos) << msg;
+  EXPECT_TRUE(fs::exists(step_checkpoint_path(dense_dir(b), 1)));
+  const auto stopped = metrics_lines(b);
+  ASSERT_FALSE(stopped.empty());
+  EXPECT_NE(stopped.back().find("\"event\": \"stopped\""), std::string::npos) << stopped.back();
+  // The same command line with checkpoint.resume = auto continues from step 1.
+  const TrainResult resumed = train(upcycle::testing::tiny_vit_ini(6, b.string()), {{"checkpoint.resume", "auto"}});
+  ASSERT_EQ(resumed.losses.size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(resumed.losses[i], full.losses[i + 1]) << "step " << i + 2;
+  EXPECT_EQ(resumed.final_eval.at("accuracy"), full.final_eval.at("accuracy"));
+  const auto lines = metrics_lines(b);
+  for (std::int64_t step = 1; step <= 6; ++step) EXPECT_EQ(train_events_at(lines, step), 1) << "step " << step;
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
+TEST(Trainer, AutoResumeStartsFreshThenFindsTheStageComplete) {
+  const fs::path d = fresh_dir("auto");
+  const TrainResult first = train(upcycle::testing::tiny_vit_ini(4, d.string()), {{"checkpoint.resume", "auto"}});
+  EXPECT_EQ(first.losses.size(), 4u);  // no checkpoint yet: a fresh start
+  const fs::path last = step_checkpoint_path(dense_dir(d), 4);
+  ASSERT_TRUE(fs::exists(last));
+  const auto written = fs::last_write_time(last);
+  const auto lines_before = metrics_lines(d);
+  // A requeue after the stage finished trains nothing and rewrites nothing.
+  const TrainResult again = train(upcycle::testing::tiny_vit_ini(4, d.string()), {{"checkpoint.resume", "auto"}});
+  EXPECT_TRUE(again.losses.empty());
+  EXPECT_EQ(again.steps, 4);
+  EXPECT_EQ(again.final_eval.at("accuracy"), first.final_eval.at("accuracy"));
+  EXPECT_EQ(fs::last_write_time(last), written);
+  const auto lines_after = metrics_lines(d);
+  // Only the resume event was added.
+  ASSERT_EQ(lines_after.size(), lines_before.size() + 1);
+  EXPECT_NE(lines_after.back().find("\"event\": \"resume\""), std::string::npos) << lines_after.back();
+  fs::remove_all(d);
+}
+
+TEST(Trainer, AutoResumeSkipsADamagedNewestCheckpointAndCutsTheKilledRunsSteps) {
+  const fs::path a = fresh_dir("damaged_a"), b = fresh_dir("damaged_b");
+  const TrainResult full = train(upcycle::testing::tiny_vit_ini(6, a.string()));
+  // A run that saved steps 2 and 4, then died while step 6's file was cut short (as a full disk
+  // or a torn copy would leave it), having logged every step.
+  train(upcycle::testing::tiny_vit_ini(6, b.string()), {{"checkpoint.every", "2"}, {"checkpoint.keep", "0"}});
+  const fs::path six = step_checkpoint_path(dense_dir(b), 6);
+  fs::resize_file(six, fs::file_size(six) / 2);
+  const TrainResult resumed = train(upcycle::testing::tiny_vit_ini(6, b.string()), {{"checkpoint.resume", "auto"}});
+  ASSERT_EQ(resumed.losses.size(), 2u);  // steps 5 and 6 again, from step 4
+  EXPECT_EQ(resumed.losses[0], full.losses[4]);
+  EXPECT_EQ(resumed.losses[1], full.losses[5]);
+  EXPECT_TRUE(fs::exists(six.string() + ".damaged"));  // kept for a post-mortem, never a candidate
+  EXPECT_TRUE(check_checkpoint(six.string()).ok);      // step 6 written again by the resumed run
+  const auto lines = metrics_lines(b);
+  for (std::int64_t step = 1; step <= 6; ++step) EXPECT_EQ(train_events_at(lines, step), 1) << "step " << step;
+  bool resume_event = false;
+  for (const auto& l : lines)
+    resume_event = resume_event || (l.find("\"event\": \"resume\"") != std::string::npos &&
+                                    l.find("\"step\": 4,") != std::string::npos &&
+                                    l.find("\"dropped_events\": 3") != std::string::npos);  // steps 5, 6 and the eval
+  EXPECT_TRUE(resume_event);
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
+TEST(Trainer, ResumingAnOlderCheckpointNeverOverwritesNewerOnesUnlessAsked) {
+  const fs::path d = fresh_dir("older");
+  train(upcycle::testing::tiny_vit_ini(4, d.string()), {{"checkpoint.every", "2"}, {"checkpoint.keep", "0"}});
+  const std::string two = step_checkpoint_path(dense_dir(d), 2);
+  const std::string msg =
+      error_of([&] { train(upcycle::testing::tiny_vit_ini(4, d.string()), {{"checkpoint.resume", two}}); });
+  EXPECT_NE(msg.find("would overwrite its newer checkpoints"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("step-0000004.h5"), std::string::npos) << msg;
+  EXPECT_TRUE(fs::exists(step_checkpoint_path(dense_dir(d), 4)));
+  const TrainResult r = train(upcycle::testing::tiny_vit_ini(4, d.string()),
+                              {{"checkpoint.resume", two}, {"run.overwrite", "true"}});
+  EXPECT_EQ(r.losses.size(), 2u);
+  fs::remove_all(d);
+}
+
+TEST(Trainer, ResumingUnderAChangedScheduleRecordsTheChangedKeys) {
+  const fs::path d = fresh_dir("changed");
+  train(upcycle::testing::tiny_vit_ini(4, d.string()), {{"checkpoint.every", "2"}});
+  // The schedule changes (steps 4 -> 6, lr); log.every does not change the trajectory.
+  train(upcycle::testing::tiny_vit_ini(6, d.string()),
+        {{"checkpoint.resume", "auto"}, {"train.lr", "0.001"}, {"log.every", "2"}});
+  const auto lines = metrics_lines(d);
+  std::string resume;
+  for (const auto& l : lines)
+    if (l.find("\"event\": \"resume\"") != std::string::npos) resume = l;
+  EXPECT_NE(resume.find("\"changed_keys\": [\"train.steps: 4 -> 6\", \"train.lr: 0.003 -> 0.001\"]"), std::string::npos)
+      << resume;
+  fs::remove_all(d);
+}
+
+TEST(ChangedTrajectoryKeys, ListsWhatChangesTheRunAndNothingElse) {
+  const Config saved = parse_config(upcycle::testing::tiny_vit_ini(4), "test");
+  const Config same_run = parse_config(upcycle::testing::tiny_vit_ini(4), "test",
+                                       {{"log.every", "7"}, {"checkpoint.every", "9"}, {"train.eval_every", "3"}});
+  EXPECT_TRUE(changed_trajectory_keys(same_run, saved.to_ini()).empty());
+  const Config other = parse_config(upcycle::testing::tiny_vit_ini(4), "test",
+                                    {{"run.seed", "8"}, {"train.batch_size", "16"}, {"train.lr_schedule", "linear"}});
+  const auto changed = changed_trajectory_keys(other, saved.to_ini());
+  ASSERT_EQ(changed.size(), 3u);
+  EXPECT_EQ(changed[0], "run.seed: 7 -> 8");
+  const auto text = changed_trajectory_keys(other, "[train]\nno_such_key = 1\n");
+  ASSERT_EQ(text.size(), 1u);
+  EXPECT_NE(text[0].find("cannot be compared"), std::string::npos) << text[0];
+}
+
+TEST(MetricsHistory, CutsTheTailFromTheFirstStepPastTheRestartPoint) {
+  const fs::path d = fresh_dir("cut");
+  const fs::path m = d / "metrics.jsonl";
+  {
+    std::ofstream out(m);
+    out << "{\"event\": \"train\", \"stage\": \"dense\", \"step\": 10, \"loss\": 1}\n"
+        << "{\"event\": \"train\", \"stage\": \"dense\", \"step\": 20, \"loss\": 1}\n"
+        << "{\"event\": \"upcycle\", \"stage\": \"upcycle\"}\n"
+        << "{\"event\": \"train\", \"stage\": \"moe\", \"step\": 10, \"loss\": 1}\n"
+        << "{\"event\": \"train\", \"stage\": \"moe\", \"step\": 20, \"loss\": 1}\n"
+        << "{\"event\": \"stopped\", \"stage\": \"moe\", \"step\": 25}\n";
+  }
+  EXPECT_EQ(cut_metrics_after(m.string(), "dense", 20), 0);  // nothing of dense after step 20
+  EXPECT_EQ(metrics_lines(d).size(), 6u);
+  EXPECT_EQ(cut_metrics_after(m.string(), "moe", 10), 2);  // moe steps 20 and 25
+  auto lines = metrics_lines(d);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_NE(lines.back().find("\"stage\": \"moe\", \"step\": 10"), std::string::npos);
+  EXPECT_EQ(cut_metrics_after(m.string(), "moe", -1), 1);  // a fresh start drops every moe line
+  EXPECT_EQ(metrics_lines(d).size(), 3u);
+  EXPECT_EQ(cut_metrics_after((d / "missing.jsonl").string(), "moe", -1), 0);
+  fs::remove_all(d);
 }

@@ -102,6 +102,13 @@ struct CheckpointCheck {
 // attributes and the datasets every checkpoint has. Never throws for a bad file: reports it.
 CheckpointCheck check_checkpoint(const std::string& path);
 
+// The step checkpoints of a stage folder (step-NNNNNNN.h5), newest first.
+std::vector<std::string> step_checkpoints(const std::string& checkpoint_dir);
+// The newest checkpoint of the folder that passes check_checkpoint: latest.h5's target first, then
+// the step files newest first; "" when none does. Each rejected file is added to `rejected` as
+// "<path>: <first problem>" when given.
+std::string newest_valid_checkpoint(const std::string& checkpoint_dir, std::vector<std::string>* rejected = nullptr);
+
 // The INI text of the config a checkpoint was written with.
 std::string checkpoint_config_text(const std::string& path);
 

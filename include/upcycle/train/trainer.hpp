@@ -4,6 +4,7 @@
 // periodic evaluation, metrics, progress and checkpoints, and exact resume.
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,14 +34,24 @@ class Trainer {
   // averaged over the world; the global gradient norm counts every expert once; checkpoints store
   // experts by global id. Without an expert_parallel group the layers must hold all experts (P = 1).
   Trainer(const Config& cfg, const ProcessGroups& groups, Task& task, std::string stage, std::string run_dir);
-  // Trains until train.steps, resuming first when checkpoint.resume is set.
+  // Trains until train.steps, resuming first as checkpoint.resume says (train/resume.hpp) or from
+  // the path given to resume_from_path. A stop request (train/stop_request.hpp) ends the run after
+  // the current step with a checkpoint and StopRequested. A checkpoint at the stage's last step
+  // returns at once: the stage is complete.
   TrainResult run();
+  // Resume from `path` ("" = start fresh) instead of resolving checkpoint.resume (a caller that had
+  // to decide before building the trainer, e.g. whether to load an initialisation).
+  void resume_from_path(std::string path) { resume_override_ = std::move(path); }
   AdamW& optimizer() { return *optimizer_; }
   // The EMA teacher of an MoE run with eesd.enabled (null otherwise).
   const ExpertEnsembleDistillation* distillation() const { return eesd_.get(); }
 
  private:
   void resume_from(const std::string& path);
+  // A fresh start: cuts this stage's events of an earlier attempt from metrics.jsonl.
+  void start_fresh();
+  // Logs the stop and throws StopRequested (the checkpoint of this step is written).
+  [[noreturn]] void stop_after_checkpoint(int local_signal);
   void log_step(std::int64_t step, double loss, double lr, double grad_norm, double tokens_per_s);
   std::map<std::string, double> evaluate(std::int64_t step);
   void checkpoint();
@@ -60,10 +71,8 @@ class Trainer {
   TrainState state_;
   MetricsWriter metrics_;
   std::unique_ptr<Progress> progress_;
+  std::optional<std::string> resume_override_;
 };
 
-// The resume path a config asks of `stage`: "" (none), "latest" (<run dir>/checkpoints/<stage>/latest.h5)
-// or a path.
-std::string resolve_resume_path(const Config& cfg, const std::string& stage);
 
 }  // namespace upcycle
