@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   try {
     cmd = in::parse_inspect_command_line(argc, argv);
   } catch (const upcycle::Error& e) {
-    std::cerr << "upcycle_inspect: error: " << e.message() << "\n" << in::inspect_usage() << "(see upcycle_inspect --help)\n";
+    std::cerr << "upcycle_inspect: error: " << e.message() << "\n"
+              << in::inspect_usage() << "(see upcycle_inspect --help)\n";
     return in::kExitUsage;
   }
   // The view is printed only once complete: a file that fails half-way leaves one error line and

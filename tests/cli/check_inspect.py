@@ -271,7 +271,8 @@ def check_diff(out, path_a, path_b):
             rel = 0.0 if dsq == 0 else (math.inf if bsq == 0 else math.sqrt(dsq / bsq))
             differing += dsq > 0 or not ok.all()
             t = got[n]
-            check(close(t["max_abs_diff"], np.abs(diff).max() if diff.size else 0.0), f"{n}: max_abs_diff {t['max_abs_diff']}")
+            check(close(t["max_abs_diff"], np.abs(diff).max() if diff.size else 0.0),
+                  f"{n}: max_abs_diff {t['max_abs_diff']}")
             check(close(t["norm_diff"], math.sqrt(dsq)), f"{n}: norm_diff {t['norm_diff']} != {math.sqrt(dsq)}")
             check(close(t["rel_norm_diff"], rel), f"{n}: rel_norm_diff {t['rel_norm_diff']} != {rel}")
             check(t["nonfinite"] == int((~ok).sum()), f"{n}: nonfinite")
@@ -297,7 +298,8 @@ def check_verify(out, path):
     o = load_json(out)
     with h5py.File(path, "r") as f:
         n = len(datasets(f))
-    check(o == {"file": path, "ok": True, "datasets_checked": n, "problems": []}, f"verify {o}, expected {n} datasets ok")
+    check(o == {"file": path, "ok": True, "datasets_checked": n, "problems": []},
+          f"verify {o}, expected {n} datasets ok")
 
 
 def main():

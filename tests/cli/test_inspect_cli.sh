@@ -220,7 +220,8 @@ expect_text text_summary "$moe" "moe, step 2" "version 1" "$(stat -c %s "$moe") 
   "AdamW moments" "2 steps" "EMA teacher" "RNG state" "data cursor" "epoch 0, position 16"
 view text_summary_upcycled "$upcycled"
 expect_text text_summary_upcycled "upcycle, step 0" "record present"
-grep -q "^optimizer *absent" "$scratch/text_summary_upcycled.out" || fail "text summary of the upcycled file: optimizer not 'absent'"
+grep -q "^optimizer *absent" "$scratch/text_summary_upcycled.out" \
+  || fail "text summary of the upcycled file: optimizer not 'absent'"
 view text_config "$moe" --config
 "$py" -c '
 import sys, h5py
@@ -278,7 +279,8 @@ with open(sys.argv[1], "r+b") as f:
     f.write(bytes([b[0] ^ 0x40]))
 PY
 view verify_flipped --verify "$scratch/flipped.h5"
-[ "$status" = 1 ] || fail "verify of a file with a flipped data byte: exit $status, expected 1 (needs per-dataset checksums in check_checkpoint)"
+[ "$status" = 1 ] \
+  || fail "verify of a file with a flipped data byte: exit $status, expected 1 (needs per-dataset checksums)"
 
 # (e) Bad input and misuse.
 printf 'this is not an HDF5 file\n' >"$scratch/text.h5"

@@ -51,7 +51,8 @@ void diff_view(const std::string& path_a, const std::string& path_b, bool json, 
   {
     const auto blocks_b = find_moe_blocks(b.file, b.datasets);
     for (const auto& ba : find_moe_blocks(a.file, a.datasets)) {
-      const auto bb = std::find_if(blocks_b.begin(), blocks_b.end(), [&](const MoeBlock& x) { return x.name == ba.name; });
+      const auto bb =
+          std::find_if(blocks_b.begin(), blocks_b.end(), [&](const MoeBlock& x) { return x.name == ba.name; });
       if (bb == blocks_b.end() || bb->experts != ba.experts) continue;
       BlockDrift d;
       d.name = ba.name;
@@ -159,7 +160,8 @@ void diff_view(const std::string& path_a, const std::string& path_b, bool json, 
   }
   if (!mismatches.empty()) {
     out << "shape mismatches:\n";
-    for (const auto& m : mismatches) out << "  " << m.name << ": " << format_shape(m.a) << " in A, " << format_shape(m.b) << " in B\n";
+    for (const auto& m : mismatches)
+      out << "  " << m.name << ": " << format_shape(m.a) << " in A, " << format_shape(m.b) << " in B\n";
   }
   if (!drifts.empty()) {
     out << "expert drift ||A_e - B_e|| / ||B_e|| (w1 and w2 of each expert), expert 0 first:\n";
@@ -169,7 +171,8 @@ void diff_view(const std::string& path_a, const std::string& path_b, bool json, 
         out << "not comparable (expert weights missing or of other shapes)\n";
         continue;
       }
-      for (std::size_t e = 0; e < d.diff_sq.size(); ++e) out << " " << format_number(relative_norm(d.diff_sq[e], d.b_sq[e]));
+      for (std::size_t e = 0; e < d.diff_sq.size(); ++e)
+        out << " " << format_number(relative_norm(d.diff_sq[e], d.b_sq[e]));
       out << "\n";
     }
   }

@@ -168,7 +168,12 @@ void experts_view(const std::string& path, bool json, std::ostream& out) {
       block_text(b, top_k, r, out);
   }
   if (json)
-    out << Json().add("file", path).add("stage", c.stage).add("step", c.step).add_raw("blocks", json_raw_array(items)).str()
+    out << Json()
+               .add("file", path)
+               .add("stage", c.stage)
+               .add("step", c.step)
+               .add_raw("blocks", json_raw_array(items))
+               .str()
         << "\n";
 }
 

@@ -144,14 +144,15 @@ void summary_view(const std::string& path, bool json, std::ostream& out) {
   }
   out << pad_right("optimizer", w);
   if (has_optimizer)
-    out << "AdamW moments of " << moments << " tensors" << (has_steps ? ", " + std::to_string(opt_steps) + " steps" : "")
-        << "\n";
+    out << "AdamW moments of " << moments << " tensors"
+        << (has_steps ? ", " + std::to_string(opt_steps) + " steps" : "") << "\n";
   else
     out << "absent\n";
-  out << pad_right("EMA teacher", w)
-      << (teacher.tensors ? std::to_string(teacher.tensors) + " tensors, " + std::to_string(teacher.total) + " parameters"
-                          : std::string("absent"))
-      << "\n";
+  out << pad_right("EMA teacher", w);
+  if (teacher.tensors)
+    out << teacher.tensors << " tensors, " << teacher.total << " parameters\n";
+  else
+    out << "absent\n";
   out << pad_right("RNG state", w) << pair_text(rng, "seed", "offset") << "\n";
   out << pad_right("data cursor", w) << pair_text(cursor, "epoch", "position") << "\n";
   out << pad_right("upcycling", w) << (has_record ? "record present (--experts shows it)" : "no record") << "\n";
