@@ -319,7 +319,8 @@ std::size_t remove_leftover_temporaries(const std::string& dir) {
   if (fs::is_directory(root, ec))
     for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-      if (is_checkpoint_temporary(it->path().filename().string()) && !it->is_directory(ec)) doomed.push_back(it->path());
+      if (is_checkpoint_temporary(it->path().filename().string()) && !it->is_directory(ec))
+        doomed.push_back(it->path());
   if (fs::is_directory(dir, ec))
     for (const auto& e : fs::directory_iterator(dir, ec))
       if (is_run_file_temporary(e.path().filename().string()) && !e.is_directory(ec)) doomed.push_back(e.path());
@@ -355,8 +356,9 @@ std::unique_ptr<RunDirectoryLock> prepare_run_directory(const Config& cfg) {
   const bool overwrite = cfg.get_bool("run.overwrite");
   if (!resume.empty()) {
     if (overwrite)
-      UPCYCLE_USAGE_ERROR("run.overwrite = true (", cfg.origin("run.overwrite"), ") starts the run over, but checkpoint.resume = ",
-                          resume, " (", cfg.origin("checkpoint.resume"), ") continues it: set only one of them");
+      UPCYCLE_USAGE_ERROR("run.overwrite = true (", cfg.origin("run.overwrite"),
+                          ") starts the run over, but checkpoint.resume = ", resume, " (",
+                          cfg.origin("checkpoint.resume"), ") continues it: set only one of them");
     return lock;
   }
   const auto& stages = cfg.get_string_list("run.stages");

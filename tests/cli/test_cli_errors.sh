@@ -109,10 +109,14 @@ expect 2 "run.dir is empty" -- "$example" --run.dir=
 nodata="$tmp/no-such-data"
 expect 1 "$nodata" "file not found" -- "$tmp/resolved.ini" --run.dir="$tmp/nodata_run" --run.stages=dense \
   --data.path="$nodata" --train.steps=1
-grep -qE '\.(cpp|hpp|cu):[0-9]+' "$tmp/err" && { echo "FAIL: the error shows a source location:"; cat "$tmp/err"; failures=$((failures + 1)); }
+if grep -qE '\.(cpp|hpp|cu):[0-9]+' "$tmp/err"; then
+  echo "FAIL: the error shows a source location:"; cat "$tmp/err"; failures=$((failures + 1))
+fi
 expect 1 "$nodata" "file not found" -- "$tmp/resolved.ini" --run.dir="$tmp/nodata_run" --run.stages=dense \
   --data.path="$nodata" --train.steps=1 --log.level=debug
-grep -qE '\[[^]]*src/[^]]*\.cpp:[0-9]+\]' "$tmp/err" || { echo "FAIL: with log.level = debug the error lacks its source location:"; cat "$tmp/err"; failures=$((failures + 1)); }
+if ! grep -qE '\[[^]]*src/[^]]*\.cpp:[0-9]+\]' "$tmp/err"; then
+  echo "FAIL: with log.level = debug the error lacks its source location:"; cat "$tmp/err"; failures=$((failures + 1))
+fi
 
 # Under mpirun every rank fails alike, and the message is printed once (rank 0 speaks and ends
 # the job; the others wait for that), with the exit status of the failure.
@@ -126,7 +130,8 @@ mpi_once() {
   local count
   count=$(cat "$tmp/out" "$tmp/err" | grep -cF -- "$needle")
   if [ "$got" != "$want" ] || [ "$count" != 1 ]; then
-    echo "FAIL: mpirun -np 2 upcycle_train $*: exit $got (expected $want), '$needle' printed $count time(s) (expected once); output:"
+    echo "FAIL: mpirun -np 2 upcycle_train $*: exit $got (expected $want)," \
+      "'$needle' printed $count time(s) (expected once); output:"
     cat "$tmp/out" "$tmp/err"
     failures=$((failures + 1))
   fi

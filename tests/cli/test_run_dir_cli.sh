@@ -94,9 +94,10 @@ host=$(hostname)
 # (a) Two runs at once into one directory. The run is long enough (a few seconds) that the
 # second start meets the first one's lock.
 run="$scratch/race"
-"$bin" "$scratch/tiny.ini" --run.dir="$run" --train.steps=3000 --log.every=1000 >"$scratch/race1.out" 2>"$scratch/race1.err" &
+long=(--run.dir="$run" --train.steps=3000 --log.every=1000)
+"$bin" "$scratch/tiny.ini" "${long[@]}" >"$scratch/race1.out" 2>"$scratch/race1.err" &
 pid1=$!
-"$bin" "$scratch/tiny.ini" --run.dir="$run" --train.steps=3000 --log.every=1000 >"$scratch/race2.out" 2>"$scratch/race2.err" &
+"$bin" "$scratch/tiny.ini" "${long[@]}" >"$scratch/race2.out" 2>"$scratch/race2.err" &
 pid2=$!
 wait $pid1; s1=$?
 wait $pid2; s2=$?
@@ -112,7 +113,8 @@ if [ -n "$loser" ]; then
   done
 fi
 [ ! -e "$run/.upcycle.lock" ] || fail "the lock outlived the runs: $(cat "$run/.upcycle.lock")"
-[ -s "$run/config.ini" ] && [ -s "$run/checkpoints/dense/step-0003000.h5" ] || fail "the winning run left no config.ini or checkpoint"
+[ -s "$run/config.ini" ] && [ -s "$run/checkpoints/dense/step-0003000.h5" ] \
+  || fail "the winning run left no config.ini or checkpoint"
 
 # (b) The same config again, fresh, over its own checkpoints.
 expect again 2 "holds checkpoints up to stage dense step 3000" "of this config" "checkpoint.resume = auto" \
@@ -136,11 +138,12 @@ expect overwrite_bad 1 "$scratch/no-such-data" -- --run.dir="$run" --model.width
 cmp -s "$run/config.ini" "$scratch/config.before" || fail "an overwriting run that failed at start changed config.ini"
 [ ! -e "$run/checkpoints" ] || fail "run.overwrite = true left the earlier checkpoints"
 grep -qF "run.overwrite = true: removed the earlier run's checkpoints/, metrics.jsonl, report.json" \
-  "$scratch/overwrite_bad.out" || { fail "run.overwrite = true did not log what it removed:"; cat "$scratch/overwrite_bad.out"; }
+  "$scratch/overwrite_bad.out" || { fail "run.overwrite = true: removal not logged:"; cat "$scratch/overwrite_bad.out"; }
 train overwrite --run.dir="$run" --model.width=24 --run.overwrite=true
 [ "$status" = 0 ] || { fail "run.overwrite = true: exit $status"; cat "$scratch/overwrite.err"; }
 grep -qxF "width = 24" "$run/config.ini" || fail "after run.overwrite = true config.ini is not the new config's"
-[ "$(grep -c '"event": "train"' "$run/metrics.jsonl")" = 3 ] || fail "after run.overwrite = true metrics.jsonl holds more than the new run's 3 steps"
+[ "$(grep -c '"event": "train"' "$run/metrics.jsonl")" = 3 ] \
+  || fail "after run.overwrite = true metrics.jsonl holds other than the new run's 3 train events"
 [ -s "$run/checkpoints/dense/step-0000003.h5" ] && [ ! -e "$run/checkpoints/dense/step-0003000.h5" ] \
   || fail "after run.overwrite = true the checkpoints are not the new run's"
 
@@ -190,7 +193,7 @@ if [ -n "$mpiexec" ]; then
     >"$scratch/mpi.out" 2>"$scratch/mpi.err"
   status=$?
   [ "$status" = 0 ] || { fail "mpirun -np 2: exit $status"; cat "$scratch/mpi.err"; }
-  grep -q '\[dense\] step 4/4' "$scratch/mpi.out" || { fail "mpirun -np 2: no progress line for step 4:"; cat "$scratch/mpi.out"; }
+  grep -q '\[dense\] step 4/4' "$scratch/mpi.out" || { fail "mpirun -np 2: no progress for step 4:"; cat "$scratch/mpi.out"; }
   if grep -q $'[\r\033]' "$scratch/mpi.out"; then
     fail "mpirun -np 2 with its output in a file: the log holds carriage returns or escape codes:"
     cat -A "$scratch/mpi.out" | head -n 20

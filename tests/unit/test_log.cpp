@@ -217,7 +217,8 @@ int strict_python_check(const std::string& path, const std::string& checks) {
   std::ofstream(script) << "import json, sys\n"
                            "def refuse(c):\n"
                            "    raise ValueError('not JSON: ' + c)\n"
-                           "rows = [json.loads(l, parse_constant=refuse) for l in open(sys.argv[1], encoding='utf-8')]\n"
+                           "rows = [json.loads(l, parse_constant=refuse)\n"
+                           "        for l in open(sys.argv[1], encoding='utf-8')]\n"
                         << checks;
   const int status = std::system(("/usr/bin/python3 '" + script + "' '" + path + "'").c_str());
   std::filesystem::remove(script);
@@ -257,10 +258,9 @@ TEST(Metrics, EveryLineParsesWithAStrictJsonParser) {
     MetricsWriter w(path);
     w.write(JsonObject().add("event", "train").add("step", 1).add("loss", nan).add("lr", 1e-3).add("grad_norm", inf));
     w.write(JsonObject().add("event", "eval").add("val_loss", -inf).add("probs", std::vector<double>{0.5, nan, inf}));
-    w.write(JsonObject()
-                .add("note", std::string("quote \" backslash \\ newline \n tab \t bell \x07 nul ") + std::string("\0", 1))
-                .add("path", "caf\xe9/\xc3\xa9.h5")
-                .add("key \"quoted\"", 1.5));
+    const std::string note =
+        std::string("quote \" backslash \\ newline \n tab \t bell \x07 nul ") + std::string("\0", 1);
+    w.write(JsonObject().add("note", note).add("path", "caf\xe9/\xc3\xa9.h5").add("key \"quoted\"", 1.5));
   }
   const int status = strict_python_check(path,
       "assert len(rows) == 3, rows\n"

@@ -231,16 +231,15 @@ TEST(RunDirectory, OverwriteRemovesTheEarlierRunFirst) {
   write(dir / "notes.txt", "mine");
   const Config other = config(dir, {{"model.width", "32"}, {"run.overwrite", "true"}});
   EXPECT_NO_THROW(prepare_run_directory(other));
-  for (const char* f : {"checkpoints", "metrics.jsonl", "report.json", "upcycle_report.json", "eval_report.json", "plots"})
+  for (const char* f :
+       {"checkpoints", "metrics.jsonl", "report.json", "upcycle_report.json", "eval_report.json", "plots"})
     EXPECT_FALSE(fs::exists(dir / f)) << f;
   EXPECT_TRUE(fs::exists(dir / "notes.txt"));
   // With a resume it would contradict itself; with stage eval alone it would remove what eval reads.
-  EXPECT_NE(error_of([&] { prepare_run_directory(config(dir, {{"run.overwrite", "true"}, {"checkpoint.resume", "latest"}})); })
-                .find("set only one"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] { prepare_run_directory(config(dir, {{"run.overwrite", "true"}, {"run.stages", "eval"}})); })
-                .find("leave run.overwrite = false"),
-            std::string::npos);
+  const Config resumed = config(dir, {{"run.overwrite", "true"}, {"checkpoint.resume", "latest"}});
+  EXPECT_NE(error_of([&] { prepare_run_directory(resumed); }).find("set only one"), std::string::npos);
+  const Config eval_only = config(dir, {{"run.overwrite", "true"}, {"run.stages", "eval"}});
+  EXPECT_NE(error_of([&] { prepare_run_directory(eval_only); }).find("leave run.overwrite = false"), std::string::npos);
   fs::remove_all(dir);
 }
 
