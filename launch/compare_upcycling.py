@@ -108,7 +108,9 @@ def dense_checkpoint(args):
     ckpt = run_dir / "checkpoints/dense/latest.h5"
     if not (run_dir / "report.json").exists() and not args.report_only:
         print(f"compare: training the dense model ({args.dense_steps} steps) into {run_dir}", flush=True)
-        upcycle_train(args, [f"--run.dir={run_dir}", "--run.stages=dense", f"--train.steps={args.dense_steps}",
+        # An earlier attempt without report.json was cut short: this one starts it over.
+        upcycle_train(args, [f"--run.dir={run_dir}", "--run.overwrite=true", "--run.stages=dense",
+                             f"--train.steps={args.dense_steps}",
                              "--train.lr=3e-3", "--train.warmup_steps=100", f"--train.eval_every={args.dense_steps}",
                              "--train.eval_at_start=false", "--checkpoint.every=0"], run_dir / "console.log")
     return ckpt
@@ -132,7 +134,8 @@ def run_one(args, dense, name, overrides, seed):
     every = math.gcd(*[s for s in args.eval_steps if s > 0])
     if not (run_dir / "report.json").exists() and not args.report_only:
         print(f"compare: {name} seed {seed}", flush=True)
-        upcycle_train(args, [f"--run.dir={run_dir}", f"--run.seed={seed}", f"--upcycle.dense_checkpoint={dense}",
+        upcycle_train(args, [f"--run.dir={run_dir}", "--run.overwrite=true", f"--run.seed={seed}",
+                             f"--upcycle.dense_checkpoint={dense}",
                              f"--train.steps={steps}", f"--checkpoint.every={every}", "--checkpoint.keep=0",
                              f"--train.eval_every={every}", "--train.eval_at_start=true"] + overrides + args.extra,
                       run_dir / "console.log")

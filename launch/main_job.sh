@@ -14,4 +14,11 @@ if [[ $# -gt 0 && "$1" != --* ]]; then
   shift
 fi
 cd "$root"
-exec env NP="${NP:-2}" "$root/launch/train_local.sh" "$config" "$@"
+# Running the main job again starts it over in its run directory (run.overwrite = true), unless
+# the arguments say otherwise: --checkpoint.resume=auto continues it, --run.overwrite=false keeps
+# upcycle_train's refusal of a fresh run over existing checkpoints.
+start_over=(--run.overwrite=true)
+for a in "$@"; do
+  case "$a" in --checkpoint.resume=* | --run.overwrite=*) start_over=() ;; esac
+done
+exec env NP="${NP:-2}" "$root/launch/train_local.sh" "$config" "${start_over[@]}" "$@"

@@ -6,6 +6,10 @@
 # as root unless told twice, which containers and CI runners usually are, so the two variables
 # are set only in that case. Every rank gets OMP_NUM_THREADS=1 unless the caller chose a value,
 # since N ranks with one OpenMP thread per core each would oversubscribe the cores N times.
+# --quiet (Open MPI's orte_execute_quiet) drops mpirun's own help and error banners, among them
+# the "MPI_ABORT was invoked ..." block after a program that reports its error and aborts the
+# job, like upcycle_train; the exit status stays the program's. Since it also silences mpirun's
+# complaint about a program it cannot start (exit 132 without a word), the program is checked here.
 set -euo pipefail
 
 if [[ $# -lt 2 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then
@@ -20,4 +24,9 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
-exec mpirun --oversubscribe -np "$ranks" "$@"
+if ! command -v "$1" >/dev/null 2>&1; then
+  echo "$(basename "$0"): program '$1' not found or not executable" >&2
+  exit 2
+fi
+
+exec mpirun --quiet --oversubscribe -np "$ranks" "$@"

@@ -12,7 +12,9 @@
 #
 # Open MPI refuses to run as root unless told twice, so the two OMPI_ALLOW_RUN_AS_ROOT variables
 # are set only when running as root. Each rank gets OMP_NUM_THREADS=1 unless the caller set it:
-# NP ranks with a thread per core each would oversubscribe the cores NP times.
+# NP ranks with a thread per core each would oversubscribe the cores NP times. mpirun runs with
+# --quiet: upcycle_train prints its own error once and ends the job with MPI_Abort, and --quiet
+# keeps Open MPI's "MPI_ABORT was invoked ..." banner from burying that message.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,7 +52,7 @@ fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 status=0
-mpirun --oversubscribe -np "$np" "$bin" "$config" "$@" || status=$?
+mpirun --quiet --oversubscribe -np "$np" "$bin" "$config" "$@" || status=$?
 
 if [[ -n "$run_dir" && -f "$run_dir/metrics.jsonl" ]]; then
   if [[ -x /usr/bin/python3 ]]; then

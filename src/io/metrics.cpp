@@ -2,8 +2,6 @@
 
 #include "upcycle/io/log.hpp"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -14,37 +12,80 @@
 
 namespace upcycle {
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
+namespace {
+
+// The length of the well-formed UTF-8 sequence that starts at s[i] (RFC 3629: no overlong forms,
+// no surrogates, nothing above U+10FFFF), or 0 when the bytes there are not one.
+std::size_t utf8_sequence_length(const std::string& s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
   }
-  return out;
+  if (i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k) {
+    const unsigned char d = byte(i + k);
+    if (k == 1 ? (d < lo || d > hi) : (d < 0x80 || d > 0xBF)) return 0;
+  }
+  return n;
 }
 
-namespace {
+const char* nonfinite_kind(double v) { return std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"); }
+
 std::string number(double v) {
-  if (!std::isfinite(v)) return std::isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity");
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.9g", v);
   return buf;
 }
+
 }  // namespace
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  for (std::size_t i = 0; i < s.size();) {
+    const char c = s[i];
+    switch (c) {
+      case '"': out += "\\\""; ++i; continue;
+      case '\\': out += "\\\\"; ++i; continue;
+      case '\n': out += "\\n"; ++i; continue;
+      case '\t': out += "\\t"; ++i; continue;
+      case '\r': out += "\\r"; ++i; continue;
+      default: break;
+    }
+    if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+      out += buf;
+      ++i;
+      continue;
+    }
+    // JSON text is UTF-8: a byte that starts no valid sequence (a Latin-1 file name, a cut
+    // message) becomes U+FFFD instead of making the whole line unreadable.
+    const std::size_t n = utf8_sequence_length(s, i);
+    if (n == 0) {
+      out += "\\ufffd";
+      ++i;
+    } else {
+      out.append(s, i, n);
+      i += n;
+    }
+  }
+  return out;
+}
 
 void JsonObject::key(const std::string& k) {
   if (!body_.empty()) body_ += ", ";
@@ -53,7 +94,12 @@ void JsonObject::key(const std::string& k) {
 
 JsonObject& JsonObject::add(const std::string& k, double v) {
   key(k);
-  body_ += number(v);
+  if (std::isfinite(v)) {
+    body_ += number(v);
+  } else {
+    body_ += "null";
+    add(k + "_nonfinite", nonfinite_kind(v));
+  }
   return *this;
 }
 
@@ -72,8 +118,20 @@ JsonObject& JsonObject::add(const std::string& k, const std::string& v) {
 JsonObject& JsonObject::add(const std::string& k, const std::vector<double>& values) {
   key(k);
   body_ += "[";
-  for (std::size_t i = 0; i < values.size(); ++i) body_ += (i ? ", " : "") + number(values[i]);
+  std::string kinds;  // the non-finite kinds met, in order, each once
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    body_ += i ? ", " : "";
+    if (std::isfinite(v)) {
+      body_ += number(v);
+      continue;
+    }
+    body_ += "null";
+    const std::string kind = nonfinite_kind(v);
+    if (("," + kinds + ",").find("," + kind + ",") == std::string::npos) kinds += (kinds.empty() ? "" : ",") + kind;
+  }
   body_ += "]";
+  if (!kinds.empty()) add(k + "_nonfinite", kinds);
   return *this;
 }
 
@@ -125,9 +183,17 @@ std::string format_duration(double s) {
   return buf;
 }
 
-Progress::Progress(std::string stage, std::int64_t total_steps, std::int64_t first_step)
-    : stage_(std::move(stage)), total_(total_steps), first_(first_step), tty_(::isatty(STDOUT_FILENO) != 0),
+bool progress_redraws(const std::string& log_progress) {
+  if (log_progress == "auto") return stdout_is_interactive();
+  if (log_progress == "redraw") return true;
+  if (log_progress == "lines") return false;
+  UPCYCLE_USAGE_ERROR("log.progress = ", log_progress, ": expected auto, redraw or lines here (off shows no progress)");
+}
+
+Progress::Progress(std::string stage, std::int64_t total_steps, std::int64_t first_step, bool redraw)
+    : stage_(std::move(stage)), total_(total_steps), first_(first_step), redraw_(redraw),
       start_(std::chrono::steady_clock::now()) {}
+
 
 void Progress::update(std::int64_t step, double loss, double lr, double tokens_per_s) {
   if (!log_enabled(LogLevel::info)) return;
@@ -138,7 +204,7 @@ void Progress::update(std::int64_t step, double loss, double lr, double tokens_p
   std::snprintf(buf, sizeof buf, "[%s] step %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s", stage_.c_str(),
                 static_cast<long long>(step), static_cast<long long>(total_), loss, lr, tokens_per_s,
                 format_duration(eta).c_str());
-  if (tty_) {
+  if (redraw_) {
     std::cout << "\r\033[K" << buf << std::flush;
     dirty_ = true;
   } else {

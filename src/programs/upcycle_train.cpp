@@ -2,10 +2,13 @@
 // Exit status (README.md "Command line"): 0 success, 2 usage or config error, 1 failure at run time.
 #include <unistd.h>
 
+#include <chrono>
 #include <exception>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <string>
+#include <thread>
 
 #include "upcycle/backend/backend.hpp"
 #include "upcycle/backend/devices.hpp"
@@ -16,18 +19,20 @@
 #include "upcycle/io/command_line.hpp"
 #include "upcycle/io/config.hpp"
 #include "upcycle/io/log.hpp"
+#include "upcycle/train/run_directory.hpp"
 #include "upcycle/train/stages.hpp"
 #include "upcycle/train/stop_request.hpp"
 
 namespace {
 
 void run(const upcycle::Config& cfg) {
+  // First, so that log.level = debug also shows where the errors below come from.
+  upcycle::set_log_level(upcycle::parse_log_level(cfg.get_string("log.level")));
   const std::filesystem::path dir = cfg.get_string("run.dir");
   if (dir.empty()) UPCYCLE_USAGE_ERROR("run.dir is empty, but upcycle_train writes its outputs there: set [run] dir");
   // What this build cannot run, and the device every stage trains on ("cuda" without a usable GPU
   // fails here, naming the CUDA error), are checked before anything is written to the run directory.
   upcycle::check_stages_runnable(cfg);
-  upcycle::set_log_level(upcycle::parse_log_level(cfg.get_string("log.level")));
   // One GPU per rank, chosen from the node-local rank before the CUDA backend starts on it; then
   // the device, then the communicator for that device (parallel.backend = nccl on the CPU stops here).
   const std::string& backend_key = cfg.get_string("parallel.backend");
@@ -54,14 +59,12 @@ void run(const upcycle::Config& cfg) {
     if (comm.backend == upcycle::CommBackend::nccl) line += " (NCCL " + upcycle::nccl_version_string() + ")";
     upcycle::log_debug(line);
   }
-  if (world->rank() == 0) {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) UPCYCLE_THROW("cannot create run directory '", dir.string(), "': ", ec.message());
-    // A resumed run replaces config.ini only once its checkpoint loaded (the trainer does it), so
-    // a failed resume leaves the description of the existing checkpoints intact.
-    if (cfg.get_string("checkpoint.resume").empty()) upcycle::write_config_file(cfg, (dir / "config.ini").string());
-  }
+  // Rank 0 owns the run directory until the run ends (also when it fails): the lock, the clean-up
+  // of killed saves and the refusal of another config's run happen before anything is written.
+  // config.ini is written by the stages once their inputs are loaded (record_run_config), so a
+  // run that fails at start leaves the description of the directory's checkpoints as it was.
+  std::unique_ptr<upcycle::RunDirectoryLock> lock;
+  if (world->rank() == 0) lock = upcycle::prepare_run_directory(cfg);
   const int threads = upcycle::configure_cpu_threads(static_cast<int>(cfg.get_int("run.threads")));
   if (world->rank() == 0) {
     upcycle::log_info("upcycle_train: " + std::to_string(world->size()) + " rank(s) x " + std::to_string(threads) +
@@ -73,6 +76,39 @@ void run(const upcycle::Config& cfg) {
   upcycle::run_stages(cfg, world);
 }
 
+// How long a failing rank other than 0 waits before it reports: long enough for rank 0, which
+// fails the same way when the cause is shared (config, data, run directory), to end the job.
+constexpr std::chrono::milliseconds kGraceForRankZero{1500};
+
+// Prints `text` once per failure and ends the job with `status`. Every rank reads the same config
+// and data, so most failures happen on every rank: rank 0 speaks and aborts the job, the others
+// first give its abort a moment to end them, and speak (and abort) only if they are still alive,
+// i.e. when they failed alone. Returns `status` where there is no job to abort (one process).
+int fail(int status, const std::string& text, const upcycle::MpiSession& mpi) {
+  int rank = 0, size = 1;
+  try {
+    const auto world = upcycle::make_world_communicator();
+    rank = world->rank();
+    size = world->size();
+  } catch (const std::exception&) {
+    // MPI itself is broken: speak as rank 0 would.
+  }
+  if (rank != 0 && size > 1) std::this_thread::sleep_for(kGraceForRankZero);
+  const std::string who = rank == 0 ? "upcycle_train" : "upcycle_train (rank " + std::to_string(rank) + ")";
+  std::cout << std::flush;
+  std::cerr << who << ": error: " << text << std::endl;
+  mpi.abort_job(status);
+  return status;
+}
+
+// The message for the console: what went wrong and what to do (file, key, expected value), and
+// with log.level = debug also where in the source it was raised.
+std::string describe(const std::exception& e) {
+  const auto* error = dynamic_cast<const upcycle::Error*>(&e);
+  if (error == nullptr || upcycle::log_enabled(upcycle::LogLevel::debug)) return e.what();
+  return error->message();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -82,7 +118,7 @@ int main(int argc, char** argv) {
   try {
     mpi = std::make_unique<upcycle::MpiSession>(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << "upcycle_train: " << e.what() << "\n";
+    std::cerr << "upcycle_train: error: " << describe(e) << "\n";
     return 1;
   }
   try {
@@ -100,16 +136,13 @@ int main(int argc, char** argv) {
     run(cfg);
     return 0;
   } catch (const upcycle::StopRequested& e) {
-    // Every rank stops after the same step (the trainer agreed on it), so none is left waiting.
-    std::cerr << "upcycle_train: " << e.what() << "\n";
+    // Every rank stops after the same step (the trainer agreed on it), so none is left waiting and
+    // none needs an abort; rank 0 speaks for all.
+    if (upcycle::make_world_communicator()->rank() == 0) std::cerr << "upcycle_train: " << e.what() << "\n";
     return upcycle::kExitStopped;
   } catch (const upcycle::UsageError& e) {
-    // Every rank reads the same config, so every rank fails here alike: no abort needed.
-    std::cerr << "upcycle_train: error: " << e.message() << "\n(see upcycle_train --help)\n";
-    return 2;
-  } catch (const std::exception& e) {  // upcycle::Error included: its source location helps a bug report
-    std::cerr << "upcycle_train: " << e.what() << "\n";
-    mpi->abort_job(1);
-    return 1;
+    return fail(2, describe(e) + "\n(see upcycle_train --help)", *mpi);
+  } catch (const std::exception& e) {
+    return fail(1, describe(e), *mpi);
   }
 }

@@ -17,6 +17,7 @@
 #include "upcycle/train/checkpoint.hpp"
 #include "upcycle/train/few_shot_probe.hpp"
 #include "upcycle/train/moe_training.hpp"
+#include "upcycle/train/run_directory.hpp"
 #include "upcycle/train/task.hpp"
 
 namespace upcycle {
@@ -511,6 +512,9 @@ void run_eval_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
   const std::string& run_dir = cfg.get_string("run.dir");
   if (run_dir.empty()) return;
   const fs::path dir(run_dir);
+  // The checkpoints loaded. A run of stage eval alone in a training run's directory scores that
+  // run's checkpoints: the config.ini that describes them stays.
+  if (!fs::exists(dir / "config.ini")) record_run_config(cfg);
   fs::create_directories(dir);
   write_json_file((dir / "eval_report.json").string(), eval_report_json(r));
   JsonObject event;

@@ -88,6 +88,7 @@ void run_moe(const Config& chain_cfg, std::shared_ptr<Communicator> world) {
   for (const auto& r : resume.rejected)
     if (world->rank() == 0) log_warn("[moe] skipped a damaged checkpoint: " + r);
   trainer.resume_from_path(resume.path);
+  trainer.record_config_as(chain_cfg);
   const TrainResult r = trainer.run();
   write_report(cfg, *world, "moe", r, [&](JsonObject& o) {
     o.add("expert_parallel", P);

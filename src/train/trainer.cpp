@@ -12,6 +12,7 @@
 #include "upcycle/ops/shape.hpp"
 #include "upcycle/train/grad_reducer.hpp"
 #include "upcycle/train/resume.hpp"
+#include "upcycle/train/run_directory.hpp"
 #include "upcycle/train/stop_request.hpp"
 
 namespace upcycle {
@@ -238,6 +239,8 @@ TrainResult Trainer::run() {
   } else {
     start_fresh();
   }
+  // The run has started: its inputs (data, model, checkpoint) loaded.
+  if (!run_dir_.empty() && is_root(*world_)) record_run_config(run_config_ ? *run_config_ : cfg_);
   TrainResult result;
   if (state_.step >= total && !resume.path.empty()) {
     // The checkpoint is the stage's last one (a requeue after the stage finished): nothing to redo,
@@ -249,7 +252,7 @@ TrainResult Trainer::run() {
   }
   const std::string& progress_mode = cfg_.get_string("log.progress");
   if (is_root(*world_) && progress_mode != "off")
-    progress_ = std::make_unique<Progress>(stage_, total, state_.step);
+    progress_ = std::make_unique<Progress>(stage_, total, state_.step, progress_redraws(progress_mode));
   const std::size_t bucket_bytes = static_cast<std::size_t>(cfg_.get_int("parallel.grad_bucket_mb")) << 20;
   GradReducer reducer(replicated_, world_, bucket_bytes);
   // Expert gradients: summed over the expert-data-parallel group, divided by the world size.

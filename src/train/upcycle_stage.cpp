@@ -10,6 +10,7 @@
 #include "upcycle/io/hdf5.hpp"
 #include "upcycle/train/checkpoint.hpp"
 #include "upcycle/train/moe_training.hpp"
+#include "upcycle/train/run_directory.hpp"
 
 namespace upcycle {
 
@@ -224,6 +225,7 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
 
   auto dense_task = make_task(cfg, *world);
   load_checkpoint(dense_path, dense_task->model(), nullptr, nullptr);
+  if (root) record_run_config(cfg);
   auto moe_task = make_moe_task(cfg, world).task;
   if (root)
     log_info("[upcycle] " + cfg.get_string("upcycle.method") + " upcycling of " + dense_path + " into " +

@@ -3,11 +3,14 @@
 # exit status 2 and a message naming file, line, key and allowed values for config errors; 0 for
 # --help and --print-config (whose output parses back to itself); 2 for a stage or key value this
 # version lacks (parallel.backend = nccl on the CPU), 1 for run.device = cuda without a usable GPU;
-# neither writes to the run directory.
-# Usage: test_cli_errors.sh UPCYCLE_TRAIN_BINARY EXAMPLE_INI
+# neither writes to the run directory. A run-time error prints its message without the build's
+# source path (with log.level = debug the source location too), and under mpirun -np 2 exactly
+# once, whether it is a run-time error (exit 1) or a config error (exit 2).
+# Usage: test_cli_errors.sh UPCYCLE_TRAIN_BINARY EXAMPLE_INI [MPIEXEC]
 set -u
 bin=$1
 example=$2
+mpiexec=${3:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0
@@ -100,6 +103,50 @@ expect 1 "run.device = cuda" "no usable GPU" -- "$tmp/resolved.ini" --run.dir="$
 [ "$(cat "$tmp/run/config.ini")" = "earlier run" ] || { echo "FAIL: a refused run rewrote run.dir/config.ini"; failures=$((failures + 1)); }
 
 expect 2 "run.dir is empty" -- "$example" --run.dir=
+
+# A run-time error (a missing data.path) names what is missing and not the source file that
+# noticed it; log.level = debug adds the source location for a bug report.
+nodata="$tmp/no-such-data"
+expect 1 "$nodata" "file not found" -- "$tmp/resolved.ini" --run.dir="$tmp/nodata_run" --run.stages=dense \
+  --data.path="$nodata" --train.steps=1
+if grep -qE '\.(cpp|hpp|cu):[0-9]+' "$tmp/err"; then
+  echo "FAIL: the error shows a source location:"; cat "$tmp/err"; failures=$((failures + 1))
+fi
+expect 1 "$nodata" "file not found" -- "$tmp/resolved.ini" --run.dir="$tmp/nodata_run" --run.stages=dense \
+  --data.path="$nodata" --train.steps=1 --log.level=debug
+if ! grep -qE '\[[^]]*src/[^]]*\.cpp:[0-9]+\]' "$tmp/err"; then
+  echo "FAIL: with log.level = debug the error lacks its source location:"; cat "$tmp/err"; failures=$((failures + 1))
+fi
+
+# Under mpirun every rank fails alike, and the message is printed once (rank 0 speaks and ends
+# the job; the others wait for that), with the exit status of the failure.
+# mpi_once STATUS NEEDLE -- ARGS...: runs upcycle_train on 2 ranks; NEEDLE must occur exactly once.
+mpi_once() {
+  local want=$1 needle=$2
+  shift 3
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 \
+    "$mpiexec" --oversubscribe -np 2 "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  local count
+  count=$(cat "$tmp/out" "$tmp/err" | grep -cF -- "$needle")
+  if [ "$got" != "$want" ] || [ "$count" != 1 ]; then
+    echo "FAIL: mpirun -np 2 upcycle_train $*: exit $got (expected $want)," \
+      "'$needle' printed $count time(s) (expected once); output:"
+    cat "$tmp/out" "$tmp/err"
+    failures=$((failures + 1))
+  fi
+  if grep -qE '\.(cpp|hpp|cu):[0-9]+' "$tmp/err"; then
+    echo "FAIL: mpirun -np 2 upcycle_train $*: the error shows a source location:"; cat "$tmp/err"
+    failures=$((failures + 1))
+  fi
+}
+if [ -n "$mpiexec" ]; then
+  mpi_once 1 "$nodata/train-images-idx3-ubyte.gz: file not found" -- "$tmp/resolved.ini" --run.dir="$tmp/mpi_run" \
+    --run.stages=dense --data.path="$nodata" --train.steps=1
+  mpi_once 2 "did you mean 'train.steps'?" -- "$example" --train.stpes=1
+else
+  echo "note: no mpiexec given (a build without MPI): the once-per-job checks under mpirun are not run"
+fi
 
 if [ "$failures" != 0 ]; then
   echo "$failures check(s) failed"

@@ -24,4 +24,10 @@ inline void log_debug(const std::string& line) { log_message(LogLevel::debug, li
 inline void log_info(const std::string& line) { log_message(LogLevel::info, line); }
 inline void log_warn(const std::string& line) { log_message(LogLevel::warn, line); }
 
+// Whether this process's stdout is an interactive terminal a person watches: a tty, not under
+// Slurm (SLURM_JOB_ID / SLURM_STEP_ID set), and under Open MPI's mpirun (OMPI_COMM_WORLD_SIZE
+// set) only when mpirun's own stdout is a terminal too (Open MPI gives ranks a pty even when
+// mpirun's output goes to a file): check the parent process's fd 1 (/proc/<ppid>/fd/1).
+bool stdout_is_interactive();
+
 }  // namespace upcycle

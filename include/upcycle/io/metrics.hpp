@@ -12,6 +12,11 @@
 namespace upcycle {
 
 // Builds one JSON object: JsonObject().add("step", 3).add("loss", 0.5).str()
+// The text is strict JSON (RFC 8259), so any parser reads it: a non-finite number is written as
+// null and the object gains "<key>_nonfinite": "nan" | "inf" | "-inf" saying which it was (for a
+// vector: null elements and one "<key>_nonfinite" field naming the kinds in order of first
+// appearance, e.g. "nan" or "nan,-inf"); strings are escaped, bytes that are not UTF-8 become
+// U+FFFD.
 class JsonObject {
  public:
   JsonObject& add(const std::string& key, double value);
@@ -29,6 +34,7 @@ class JsonObject {
   std::string body_;
 };
 
+// The body of a JSON string (without the quotes) for s.
 std::string json_escape(const std::string& s);
 
 // Writes o as one line to `path` through a temporary file and a rename (a reader never sees half a
@@ -48,11 +54,17 @@ class MetricsWriter {
   std::string path_;
 };
 
-// step/total, loss, lr, tokens/s and ETA on one line; redrawn in place on a terminal, printed as
-// plain lines otherwise (logs, CI).
+// log.progress = auto | redraw | lines: whether the progress line is redrawn in place (auto:
+// stdout_is_interactive(), io/log.hpp). Any other value throws UsageError naming log.progress
+// (off shows no progress at all: the caller makes no Progress).
+bool progress_redraws(const std::string& log_progress);
+
+// step/total, loss, lr, tokens/s and ETA on one line; with `redraw` rewritten in place (a person
+// at a terminal), else one plain line per update, without carriage returns or escape codes
+// (logs, CI, mpirun with its output in a file, Slurm).
 class Progress {
  public:
-  Progress(std::string stage, std::int64_t total_steps, std::int64_t first_step = 0);
+  Progress(std::string stage, std::int64_t total_steps, std::int64_t first_step, bool redraw);
   void update(std::int64_t step, double loss, double lr, double tokens_per_s);
   // A line that does not get overwritten, shown when `level` is enabled (io/log.hpp). The progress
   // line itself is an info message.
@@ -62,7 +74,7 @@ class Progress {
  private:
   std::string stage_;
   std::int64_t total_, first_;
-  bool tty_;
+  bool redraw_;
   bool dirty_ = false;
   std::chrono::steady_clock::time_point start_;
 };

@@ -42,6 +42,9 @@ class Trainer {
   // Resume from `path` ("" = start fresh) instead of resolving checkpoint.resume (a caller that had
   // to decide before building the trainer, e.g. whether to load an initialisation).
   void resume_from_path(std::string path) { resume_override_ = std::move(path); }
+  // The config recorded as the run directory's config.ini once the run has started, when it is
+  // not this stage's own (stage moe trains under train.moe_steps / moe_lr but records the chain's).
+  void record_config_as(const Config& run_config) { run_config_ = &run_config; }
   AdamW& optimizer() { return *optimizer_; }
   // The EMA teacher of an MoE run with eesd.enabled (null otherwise).
   const ExpertEnsembleDistillation* distillation() const { return eesd_.get(); }
@@ -72,6 +75,7 @@ class Trainer {
   MetricsWriter metrics_;
   std::unique_ptr<Progress> progress_;
   std::optional<std::string> resume_override_;
+  const Config* run_config_ = nullptr;
 };
 
 
