@@ -235,9 +235,12 @@ TEST(RunDirectory, OverwriteRemovesTheEarlierRunFirst) {
        {"checkpoints", "metrics.jsonl", "report.json", "upcycle_report.json", "eval_report.json", "plots"})
     EXPECT_FALSE(fs::exists(dir / f)) << f;
   EXPECT_TRUE(fs::exists(dir / "notes.txt"));
-  // With a resume it would contradict itself; with stage eval alone it would remove what eval reads.
-  const Config resumed = config(dir, {{"run.overwrite", "true"}, {"checkpoint.resume", "latest"}});
+  // With resume = auto it would contradict itself (with a path or latest it lets the resumed stage
+  // replace newer step files: train/resume.hpp); with stage eval alone it would remove what eval reads.
+  const Config resumed = config(dir, {{"run.overwrite", "true"}, {"checkpoint.resume", "auto"}});
   EXPECT_NE(error_of([&] { prepare_run_directory(resumed); }).find("set only one"), std::string::npos);
+  const Config from_path = config(dir, {{"run.overwrite", "true"}, {"checkpoint.resume", "latest"}});
+  EXPECT_EQ(error_of([&] { prepare_run_directory(from_path); }), "");
   const Config eval_only = config(dir, {{"run.overwrite", "true"}, {"run.stages", "eval"}});
   EXPECT_NE(error_of([&] { prepare_run_directory(eval_only); }).find("leave run.overwrite = false"), std::string::npos);
   fs::remove_all(dir);
