@@ -106,6 +106,7 @@ Hid checksummed_layout(const Tensor& t, const std::vector<hsize_t>& chunk) {
   return dcpl;
 }
 
+#if H5_VERSION_GE(1, 10, 3)  // H5Dwrite_chunk
 // The checksum HDF5's Fletcher32 filter appends to a chunk (H5Z_FILTER_FLETCHER32, in the file
 // format): running sums of the bytes taken as big-endian 16-bit words, folded to 16 bits every 360
 // words (before sum2 can overflow) and twice at the end; an odd last byte counts as a high byte.
@@ -135,8 +136,9 @@ std::uint32_t fletcher32(const unsigned char* data, std::size_t bytes) {
 
 // Writes `host` into its chunked, Fletcher32-filtered dataset as stored chunks (H5Dwrite_chunk):
 // each chunk is gathered once into one reused buffer and its checksum appended (little-endian)
-// as the filter would. Through H5Dwrite, HDF5 allocates, copies and frees every chunk twice more;
-// that wrote a 512 MiB tensor 4-6 times slower than a contiguous dataset, this about as fast.
+// as the filter would. Through H5Dwrite, HDF5 allocates, copies and frees every chunk twice more:
+// on a 512 MiB tensor this path wrote about 2.5 times faster than that, and about half as fast as
+// a contiguous dataset without checksums (the cost is the checksum pass and the one copy).
 // False when HDF5 refuses a chunk.
 bool write_chunks(hid_t ds, const Tensor& host, const std::vector<hsize_t>& chunk) {
   const int rank = host.ndim();
@@ -181,6 +183,7 @@ bool write_chunks(hid_t ds, const Tensor& host, const std::vector<hsize_t>& chun
     if (d < 0) return true;
   }
 }
+#endif
 
 }  // namespace
 
@@ -299,11 +302,16 @@ void write_tensor(File& file, const std::string& raw_path, const Tensor& tensor)
   if (!ds.valid())
     UPCYCLE_THROW(where(file.path(), path), "cannot create the dataset ", describe(host), reason());
   if (host.numel() == 0) return;
-  // Stored chunks hold the bytes as they are on disk: only when memory already has that byte order.
-  const bool stored_chunks = !chunk.empty() && H5Tequal(mem_type, detail::file_type(host.dtype())) > 0;
-  const bool written = stored_chunks ? write_chunks(ds.get(), host, chunk)
-                                     : H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, host.raw()) >= 0;
-  if (!written) UPCYCLE_THROW(where(file.path(), path), "writing ", describe(host), " failed", reason());
+  const auto failed = [&] { UPCYCLE_THROW(where(file.path(), path), "writing ", describe(host), " failed", reason()); };
+#if H5_VERSION_GE(1, 10, 3)
+  // Stored chunks hold the bytes as they are on disk: only when memory already has that byte
+  // order; otherwise (and before HDF5 1.10.3) HDF5's filter computes the checksums.
+  if (!chunk.empty() && H5Tequal(mem_type, detail::file_type(host.dtype())) > 0) {
+    if (!write_chunks(ds.get(), host, chunk)) failed();
+    return;
+  }
+#endif
+  if (H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, host.raw()) < 0) failed();
 }
 
 }  // namespace upcycle::h5

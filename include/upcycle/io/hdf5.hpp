@@ -15,8 +15,8 @@
 //    inside its object header. Empty tensors have no stored data.
 //  - Metadata: files are created with the library version bounds pinned to 1.10, so the superblock,
 //    object headers (and the attributes and compact data in them), group link storage and the chunk
-//    indexes all carry checksums (format versions of HDF5 1.8/1.10; h5py, h5ls and h5dump of HDF5
-//    1.10 or later read them).
+//    indexes all carry checksums (the HDF5 1.10 file format: h5py, h5ls and h5dump of HDF5 1.10 or
+//    later read it).
 //  - Strings: a string attribute's text lives in HDF5's global heap, which has no checksum, so
 //    write_attribute stores a CRC-32 of it beside it as the attribute "<name>.crc32" (unsigned
 //    32-bit), which read_string_attribute checks when present.
