@@ -39,21 +39,63 @@ std::string where(const std::string& file, const std::string& object, const char
 }
 
 namespace {
+struct Walk {
+  std::vector<std::string> messages;  // outermost (the API call) first
+  bool checksum_mismatch = false, truncated = false;
+};
+
 herr_t collect_message(unsigned, const H5E_error2_t* e, void* out) {
-  if (e && e->desc && *e->desc) static_cast<std::vector<std::string>*>(out)->emplace_back(e->desc);
+  if (!e || !e->desc || !*e->desc) return 0;
+  auto* walk = static_cast<Walk*>(out);
+  walk->messages.emplace_back(e->desc);
+  // HDF5 has no error code of its own for a failed checksum (the Fletcher32 filter says "data
+  // error detected by Fletcher32 checksum", the metadata cache "incorrect metadata checksum ...")
+  // or a file shorter than its superblock records ("truncated file: eof = ..."), so the messages
+  // are what tells damage from other failures; these wordings hold from 1.10 through 1.14.
+  if (std::strstr(e->desc, "checksum") != nullptr) walk->checksum_mismatch = true;
+  if (std::strstr(e->desc, "truncated file") != nullptr) walk->truncated = true;
   return 0;
 }
 }  // namespace
 
-std::string reason() {
-  std::vector<std::string> messages;  // outermost (the API call) first
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, &collect_message, &messages);
+Failure take_failure() {
+  Walk walk;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, &collect_message, &walk);
   H5Eclear2(H5E_DEFAULT);
-  if (messages.empty()) return "";
+  Failure f;
+  f.checksum_mismatch = walk.checksum_mismatch;
+  f.truncated = walk.truncated;
+  if (walk.messages.empty()) return f;
   // The API-level message says what failed, the innermost one why ("file signature not found").
-  std::string s = " (HDF5: " + messages.front();
-  if (messages.size() > 1 && messages.back() != messages.front()) s += ": " + messages.back();
-  return s + ")";
+  f.reason = " (HDF5: " + walk.messages.front();
+  if (walk.messages.size() > 1 && walk.messages.back() != walk.messages.front()) f.reason += ": " + walk.messages.back();
+  f.reason += ")";
+  return f;
+}
+
+std::string reason() { return take_failure().reason; }
+
+namespace {
+[[noreturn]] void throw_corrupt(const std::string& context, const std::string& what, const std::string& why) {
+  throw CorruptDataError(__FILE__, __LINE__,
+                         context + what + ": the data is corrupt (a checksum does not match what was written)" + why);
+}
+}  // namespace
+
+void throw_failure(const std::string& context, const std::string& what, const std::string& hint) {
+  const Failure f = take_failure();
+  if (f.checksum_mismatch) throw_corrupt(context, what, f.reason);
+  if (f.truncated)
+    throw CorruptDataError(__FILE__, __LINE__,
+                           context + what + ": the file is truncated (shorter than when it was written)" + f.reason);
+  UPCYCLE_THROW(context, what, hint, f.reason);
+}
+
+Hid writing_access() {
+  Hid fapl(H5Pcreate(H5P_FILE_ACCESS));
+  if (!fapl.valid() || H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110) < 0)
+    UPCYCLE_THROW("HDF5: cannot set up the file access properties", reason());
+  return fapl;
 }
 
 std::string normalize(const std::string& path) {
@@ -71,22 +113,36 @@ std::string parent_of(const std::string& path) {
   return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
 }
 
+namespace {
+// The name a file was opened under, for messages of functions that get only its identifier.
+std::string file_name(hid_t file) {
+  const ssize_t n = H5Fget_name(file, nullptr, 0);
+  if (n <= 0) return "?";
+  std::string name(static_cast<std::size_t>(n) + 1, '\0');
+  H5Fget_name(file, name.data(), name.size());
+  name.resize(static_cast<std::size_t>(n));
+  return name;
+}
+}  // namespace
+
 ObjectKind object_kind(hid_t file, const std::string& path) {
   if (path == "/") return ObjectKind::group;
   // H5Lexists fails (rather than returning false) when a parent is missing, so walk down.
+  // A failure that is a checksum mismatch is corruption, not absence: it throws.
+  const auto missing_unless_corrupt = [&](const std::string& object) {
+    const Failure f = take_failure();
+    if (f.checksum_mismatch) throw_corrupt(where(file_name(file), object, "object"), "cannot look it up", f.reason);
+    return ObjectKind::missing;
+  };
   for (std::size_t pos = path.find('/', 1);; pos = path.find('/', pos + 1)) {
     const std::string prefix = path.substr(0, pos);
-    if (H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0) {
-      H5Eclear2(H5E_DEFAULT);
-      return ObjectKind::missing;
-    }
+    const htri_t exists = H5Lexists(file, prefix.c_str(), H5P_DEFAULT);
+    if (exists == 0) return ObjectKind::missing;
+    if (exists < 0) return missing_unless_corrupt(prefix);
     if (pos == std::string::npos) break;
   }
   Hid obj(H5Oopen(file, path.c_str(), H5P_DEFAULT));
-  if (!obj.valid()) {  // e.g. a dangling soft link
-    H5Eclear2(H5E_DEFAULT);
-    return ObjectKind::missing;
-  }
+  if (!obj.valid()) return missing_unless_corrupt(path);  // e.g. a dangling soft link
   switch (H5Iget_type(obj.get())) {
     case H5I_GROUP: return ObjectKind::group;
     case H5I_DATASET: return ObjectKind::dataset;
@@ -177,7 +233,8 @@ File File::open_rw(const std::string& path) { return open_existing(path, true); 
 
 File File::create(const std::string& path) {
   detail::silence_errors();
-  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const Hid fapl = detail::writing_access();
+  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
   if (id < 0) UPCYCLE_THROW(where(path, ""), "cannot create the file", reason());
   return File(id, path, true);
 }
@@ -193,10 +250,12 @@ File File::open_existing(const std::string& path, bool writable) {
     UPCYCLE_THROW(where(path, ""), "not an HDF5 file (no HDF5 signature found); expected a file "
                   "written by upcycle or h5py");
   }
-  const hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT);
+  // Reading needs no bounds (any version is read); writing keeps what File::create promises.
+  const Hid fapl = writable ? detail::writing_access() : Hid();
+  const hid_t id = H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY,
+                           writable ? fapl.get() : H5P_DEFAULT);
   if (id < 0)
-    UPCYCLE_THROW(where(path, ""), "cannot open the file ", writable ? "for writing" : "for reading",
-                  reason());
+    detail::throw_failure(where(path, ""), writable ? "cannot open the file for writing" : "cannot open the file for reading");
   return File(id, path, writable);
 }
 
@@ -256,9 +315,8 @@ std::vector<std::string> list_datasets(const File& file, const std::string& grou
   std::vector<std::string> out;
   VisitState state{g == "/" ? "/" : g + "/", &out};
   Hid gid(H5Gopen2(file.id(), g.c_str(), H5P_DEFAULT));
-  if (!gid.valid() ||
-      visit(gid.get(), &visit_object, &state) < 0)
-    UPCYCLE_THROW(where(file.path(), g, "group"), "cannot list its datasets", reason());
+  if (!gid.valid() || visit(gid.get(), &visit_object, &state) < 0)
+    detail::throw_failure(where(file.path(), g, "group"), "cannot list its datasets");
   std::sort(out.begin(), out.end());
   return out;
 }

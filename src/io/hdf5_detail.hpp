@@ -51,6 +51,23 @@ std::string where(const std::string& file, const std::string& object, const char
 // empty when the stack is empty.
 std::string reason();
 
+// What the current error stack says, taken off it (the stack is cleared).
+struct Failure {
+  std::string reason;              // as reason() gives it
+  bool checksum_mismatch = false;  // a Fletcher32 (data) or metadata checksum did not match
+  bool truncated = false;          // the file is shorter than its superblock says
+};
+Failure take_failure();
+// Throws for the HDF5 call that just failed: `context` (from where()) + `what` + HDF5's reason. A
+// checksum mismatch or a truncated file on the stack makes it a CorruptDataError that says so, so
+// that damage is not reported as a missing object or a generic read error; otherwise an Error
+// with `hint` after `what`.
+[[noreturn]] void throw_failure(const std::string& context, const std::string& what, const std::string& hint = "");
+
+// File access properties of every file the layer creates or opens for writing: the library
+// version bounds pinned to 1.10 (see File::create).
+Hid writing_access();
+
 // Absolute path with single separators and no trailing '/': "a//b/" -> "/a/b"; "" -> "/".
 std::string normalize(const std::string& path);
 // The parent group of a normalised path ("/a/b" -> "/a", "/a" -> "/").

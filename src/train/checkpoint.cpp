@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "upcycle/io/hdf5.hpp"
 #include "upcycle/moe/moe_layer.hpp"
@@ -114,14 +115,26 @@ void save_checkpoint(const std::string& path, const Config& cfg, const nn::Modul
 }
 
 namespace {
-h5::File open_checkpoint(const std::string& path) {
-  if (!fs::exists(path)) UPCYCLE_THROW(path, ": checkpoint not found");
-  h5::File f = h5::File::open(path);
+// The checked version of an open file: throws naming the file unless it is an upcycle checkpoint
+// of a version this build reads.
+std::int64_t checkpoint_version(const h5::File& f, const std::string& path) {
   if (!h5::has_attribute(f, "/", "format") || h5::read_string_attribute(f, "/", "format") != kCheckpointFormat)
     UPCYCLE_THROW(path, ": not an upcycle checkpoint (the root attribute 'format' is not '", kCheckpointFormat, "')");
+  if (!h5::has_attribute(f, "/", "version"))
+    UPCYCLE_THROW(path, ": the root attribute 'version' is missing (expected ", kOldestCheckpointVersion, " to ",
+                  kCheckpointVersion, ")");
   const std::int64_t version = h5::read_int_attribute(f, "/", "version");
-  if (version != kCheckpointVersion)
-    UPCYCLE_THROW(path, ": checkpoint version ", version, ", this build reads version ", kCheckpointVersion);
+  if (version < kOldestCheckpointVersion || version > kCheckpointVersion)
+    UPCYCLE_THROW(path, ": checkpoint version ", version, ", this build reads versions ", kOldestCheckpointVersion,
+                  " to ", kCheckpointVersion);
+  return version;
+}
+
+h5::File open_checkpoint(const std::string& path, std::int64_t* version = nullptr) {
+  if (!fs::exists(path)) UPCYCLE_THROW(path, ": checkpoint not found");
+  h5::File f = h5::File::open(path);
+  const std::int64_t v = checkpoint_version(f, path);
+  if (version) *version = v;
   return f;
 }
 }  // namespace
@@ -131,56 +144,120 @@ bool checkpoint_has_dataset(const std::string& path, const std::string& dataset)
   return h5::has_dataset(f, dataset);
 }
 
+namespace {
+// The checks of check_checkpoint on an open file of a readable version.
+class CheckpointChecker {
+ public:
+  CheckpointChecker(const h5::File& f, std::int64_t version, CheckpointCheck& out) : f_(f), version_(version), out_(out) {}
+
+  void run() {
+    if (version_ < 2)
+      out_.notes.push_back("version " + std::to_string(version_) +
+                           ": written without checksums, so a change of its bytes cannot be detected");
+    attempt([&] { h5::read_string_attribute(f_, "/", "stage"); });
+    attempt([&] {
+      const std::int64_t step = h5::read_int_attribute(f_, "/", "step");
+      if (step < 0) problem("root attribute 'step' is " + std::to_string(step) + ", expected >= 0");
+    });
+    attempt([&] {
+      if (h5::read_string_attribute(f_, "/", "config").empty()) problem("root attribute 'config' is empty");
+    });
+    datasets_ = h5::list_datasets(f_);
+    for (const char* required : {"/state/rng/dropout", "/state/data/cursor"}) check_pair(required);
+    check_model_and_moments();
+    for (const auto& dataset : datasets_) attempt([&] { read_back(dataset); });
+  }
+
+ private:
+  void problem(std::string p) {
+    out_.ok = false;
+    out_.problems.push_back(std::move(p));
+  }
+  // Runs `check`; an Error (it names the file and the object) becomes a problem.
+  template <class F>
+  void attempt(F&& check) {
+    try {
+      check();
+    } catch (const Error& e) {
+      problem(e.message());
+    }
+  }
+  bool has(const std::string& dataset) const {
+    return std::binary_search(datasets_.begin(), datasets_.end(), dataset);
+  }
+  // The datasets under `group` ("/model/"), keyed by the name below it.
+  std::map<std::string, Shape> shapes_under(const std::string& group) {
+    std::map<std::string, Shape> out;
+    for (const auto& d : datasets_)
+      if (d.rfind(group, 0) == 0) attempt([&] { out.emplace(d.substr(group.size()), h5::dataset_shape(f_, d)); });
+    return out;
+  }
+  void check_pair(const std::string& dataset) {
+    if (!has(dataset)) return problem("dataset '" + dataset + "' is missing");
+    attempt([&] {
+      const Shape shape = h5::dataset_shape(f_, dataset);
+      const DType dtype = h5::dataset_dtype(f_, dataset);
+      if (shape != Shape{2} || dtype != DType::i64)
+        problem("dataset '" + dataset + "': " + shape.str() + " " + dtype_name(dtype) + ", expected [2] i64");
+    });
+  }
+  // `group`/<name> must have the shape of /model/<name> for every name; with `complete`, every
+  // /model/<name> must also be there.
+  void check_like_model(const std::map<std::string, Shape>& model, const std::string& group, bool complete) {
+    const auto found = shapes_under(group);
+    for (const auto& [name, shape] : found) {
+      const auto m = model.find(name);
+      if (m == model.end())
+        problem("dataset '" + group + name + "' has no /model/" + name);
+      else if (m->second != shape)
+        problem("dataset '" + group + name + "': shape " + shape.str() + ", expected " + m->second.str() +
+                " as /model/" + name);
+    }
+    if (complete)
+      for (const auto& [name, shape] : model)
+        if (!found.count(name)) problem("dataset '" + group + name + "' is missing (/model/" + name + " has no moment)");
+  }
+  void check_model_and_moments() {
+    const auto model = shapes_under("/model/");
+    if (model.empty()) problem("no datasets under /model");
+    if (h5::has_group(f_, "/optimizer")) {
+      attempt([&] {
+        const std::int64_t steps = h5::read_int_attribute(f_, "/optimizer", "steps");
+        if (steps < 0) problem("attribute '/optimizer/@steps' is " + std::to_string(steps) + ", expected >= 0");
+      });
+      check_like_model(model, "/optimizer/m/", true);
+      check_like_model(model, "/optimizer/v/", true);
+    }
+    check_like_model(model, "/teacher/", false);
+  }
+  void read_back(const std::string& dataset) {
+    if (version_ >= 2 && !h5::dataset_has_checksum(f_, dataset))
+      return problem("dataset '" + dataset + "' has no checksum (a version-2 checkpoint checksums every dataset)");
+    h5::read_tensor(f_, dataset);  // verifies the checksum of every chunk
+    ++out_.datasets_checked;
+  }
+
+  const h5::File& f_;
+  const std::int64_t version_;
+  CheckpointCheck& out_;
+  std::vector<std::string> datasets_;  // sorted
+};
+}  // namespace
+
 CheckpointCheck check_checkpoint(const std::string& path) {
   CheckpointCheck check;
-  auto fail = [&](std::string problem) {
-    check.ok = false;
-    check.problems.push_back(std::move(problem));
-  };
   try {
-    h5::File f = open_checkpoint(path);
-    for (const char* attr : {"stage", "config"})
-      if (!h5::has_attribute(f, "/", attr)) fail(std::string("root attribute '") + attr + "' is missing");
-    if (!h5::has_attribute(f, "/", "step")) fail("root attribute 'step' is missing");
-    for (const char* required : {"/state/rng/dropout", "/state/data/cursor"})
-      if (!h5::has_dataset(f, required)) fail(std::string("dataset ") + required + " is missing");
-    for (const auto& dataset : h5::list_datasets(f)) {
-      try {
-        h5::read_tensor(f, dataset);
-        ++check.datasets_checked;
-      } catch (const Error& e) {
-        fail(e.message());
-      }
-    }
+    std::int64_t version = 0;
+    const h5::File f = open_checkpoint(path, &version);
+    CheckpointChecker(f, version, check).run();
   } catch (const Error& e) {
-    fail(e.message());
+    check.ok = false;
+    check.problems.push_back(e.message());
+  } catch (const std::exception& e) {  // e.g. a filesystem error: still a report, never a throw
+    check.ok = false;
+    check.problems.push_back(path + ": " + e.what());
   }
   return check;
-}
-
-std::vector<std::string> step_checkpoints(const std::string& checkpoint_dir) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(checkpoint_dir, ec)) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind("step-", 0) == 0 && e.path().extension() == ".h5") out.push_back(e.path().string());
-  }
-  std::sort(out.rbegin(), out.rend());
-  return out;
-}
-
-std::string newest_valid_checkpoint(const std::string& checkpoint_dir, std::vector<std::string>* rejected) {
-  std::vector<std::string> candidates;
-  std::error_code ec;
-  const fs::path latest = latest_checkpoint_path(checkpoint_dir);
-  if (fs::exists(latest, ec)) candidates.push_back(fs::canonical(latest, ec).string());
-  for (const auto& p : step_checkpoints(checkpoint_dir)) candidates.push_back(p);
-  for (const auto& p : candidates) {
-    const CheckpointCheck c = check_checkpoint(p);
-    if (c.ok) return p;
-    if (rejected) rejected->push_back(p + ": " + (c.problems.empty() ? "unreadable" : c.problems.front()));
-  }
-  return "";
 }
 
 std::string checkpoint_config_text(const std::string& path) {
@@ -188,8 +265,9 @@ std::string checkpoint_config_text(const std::string& path) {
   return h5::read_string_attribute(f, "/", "config");
 }
 
-void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state,
-                     const CheckpointLoadOptions* options) {
+namespace {
+void read_checkpoint_into(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state,
+                          const CheckpointLoadOptions* options) {
   h5::File f = open_checkpoint(path);
   const int shard = options ? options->expert_shard : 0, shards = options ? options->expert_shards : 1;
   UPCYCLE_CHECK(shards >= 1 && shard >= 0 && shard < shards, "load_checkpoint: bad expert shard ", shard, " of ",
@@ -241,6 +319,86 @@ void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimize
   if (state) *state = loaded;
 }
 
+// The step of a file named step-NNNNNNN.h5 (any number of digits), or -1 for any other name.
+std::int64_t step_of(const std::string& filename) {
+  const std::string prefix = "step-", suffix = ".h5";
+  if (filename.size() <= prefix.size() + suffix.size() || filename.rfind(prefix, 0) != 0 ||
+      filename.compare(filename.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return -1;
+  const std::string digits = filename.substr(prefix.size(), filename.size() - prefix.size() - suffix.size());
+  if (digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(digits);
+}
+
+// `path` with a symbolic link (latest.h5) replaced by its target, kept in the caller's form
+// (a relative target is taken from the link's folder).
+fs::path resolve_link(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_symlink(fs::symlink_status(path, ec))) return path;
+  const fs::path target = fs::read_symlink(path, ec);
+  if (ec) return path;
+  return (target.is_absolute() ? target : path.parent_path() / target).lexically_normal();
+}
+
+// What a corrupt checkpoint's error adds: the newest earlier step checkpoint of its folder that
+// passes check_checkpoint, the one checkpoint.resume = auto would fall back to.
+std::string previous_checkpoint_hint(const std::string& path) {
+  const fs::path file = resolve_link(path);
+  const std::string dir = file.has_parent_path() ? file.parent_path().string() : ".";
+  const std::int64_t step = step_of(file.filename().string());
+  for (const auto& candidate : step_checkpoints(dir)) {
+    const std::int64_t s = step_of(fs::path(candidate).filename().string());
+    if (step >= 0 && s >= step) continue;  // a non-step file (upcycled.h5) takes any step file
+    if (!check_checkpoint(candidate).ok) continue;
+    if (step < 0) return "; the newest step checkpoint in " + dir + " that verifies is " + candidate;
+    return "; the previous checkpoint of this stage is " + candidate + " (checkpoint.resume = auto falls back to it)";
+  }
+  return step >= 0 ? "; no earlier step checkpoint in " + dir + " verifies" : "";
+}
+}  // namespace
+
+void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state,
+                     const CheckpointLoadOptions* options) {
+  try {
+    read_checkpoint_into(path, model, optimizer, state, options);
+  } catch (const h5::CorruptDataError& e) {
+    throw h5::CorruptDataError(__FILE__, __LINE__,
+                               "corrupt checkpoint " + path + ": " + e.message() + previous_checkpoint_hint(path));
+  }
+}
+
+std::vector<std::string> step_checkpoints(const std::string& checkpoint_dir) {
+  std::vector<std::pair<std::int64_t, std::string>> found;
+  std::error_code ec;
+  for (fs::directory_iterator it(checkpoint_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::int64_t step = step_of(it->path().filename().string());
+    std::error_code type_ec;
+    if (step >= 0 && it->is_regular_file(type_ec)) found.emplace_back(step, it->path().string());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& [step, path] : found) out.push_back(std::move(path));
+  return out;
+}
+
+std::string newest_valid_checkpoint(const std::string& checkpoint_dir, std::vector<std::string>* rejected) {
+  std::vector<fs::path> candidates;
+  const fs::path latest = latest_checkpoint_path(checkpoint_dir);
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(latest, ec))) candidates.push_back(resolve_link(latest));
+  for (const auto& step_file : step_checkpoints(checkpoint_dir)) candidates.emplace_back(step_file);
+  std::vector<fs::path> tried;
+  for (const auto& candidate : candidates) {
+    const fs::path key = fs::weakly_canonical(candidate, ec);
+    if (std::find(tried.begin(), tried.end(), key) != tried.end()) continue;  // latest.h5's target again
+    tried.push_back(key);
+    const CheckpointCheck check = check_checkpoint(candidate.string());
+    if (check.ok) return candidate.string();
+    if (rejected) rejected->push_back(candidate.string() + ": " + check.problems.front());
+  }
+  return "";
+}
+
 std::string stage_checkpoint_dir(const std::string& run_dir, const std::string& stage) {
   return (fs::path(run_dir) / "checkpoints" / stage).string();
 }
@@ -276,15 +434,10 @@ void save_run_checkpoint(const std::string& checkpoint_dir, std::int64_t keep, c
   replace_symlink(latest, step_path.filename());
   const fs::path folder = fs::path(checkpoint_dir).lexically_normal();
   replace_symlink(folder.parent_path() / "latest.h5", folder.filename() / step_path.filename());
-  std::error_code ec;
   if (keep <= 0) return;
-  std::vector<fs::path> steps;
-  for (const auto& e : fs::directory_iterator(latest.parent_path())) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind("step-", 0) == 0 && e.path().extension() == ".h5") steps.push_back(e.path());
-  }
-  std::sort(steps.begin(), steps.end());
-  for (std::size_t i = 0; i + static_cast<std::size_t>(keep) < steps.size(); ++i) fs::remove(steps[i], ec);
+  const std::vector<std::string> steps = step_checkpoints(checkpoint_dir);  // newest first
+  std::error_code ec;
+  for (std::size_t i = static_cast<std::size_t>(keep); i < steps.size(); ++i) fs::remove(steps[i], ec);
 }
 
 }  // namespace upcycle

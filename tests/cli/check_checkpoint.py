@@ -6,11 +6,16 @@ classes).
 
     /usr/bin/python3 check_checkpoint.py CHECKPOINT.h5 --step N [--stage dense]
 
+Version 2 files are checksummed (docs/training.md "Integrity"): every dataset with data has the
+Fletcher32 filter on a chunked layout (or, a scalar, compact storage), and each string attribute has
+a "<name>.crc32" beside it; h5py must read them all, and the CRC-32s must match zlib's.
+
 Exit 0 when every check passes, 1 otherwise (each failure printed).
 """
 
 import argparse
 import sys
+import zlib
 
 import h5py
 import numpy as np
@@ -66,6 +71,26 @@ def datasets(group):
     return out
 
 
+def check_checksums(f):
+    """Every dataset of a version-2 file is checksummed and reads back; string attributes carry a CRC-32."""
+    everything = datasets(f)
+    check(len(everything) > 0, "no datasets")
+    for name, ds in everything.items():
+        if ds.size == 0:
+            continue
+        layout = ds.id.get_create_plist().get_layout()
+        if ds.shape == ():
+            check(layout == h5py.h5d.COMPACT, f"/{name}: a scalar not stored compact (layout {layout})")
+        else:
+            check(ds.chunks is not None and ds.fletcher32, f"/{name}: no Fletcher32 checksum (chunks {ds.chunks})")
+        ds[()]  # h5py verifies the checksum while reading; a mismatch raises
+    for key in ("format", "stage", "config"):
+        crc = key + ".crc32"
+        if check(crc in f.attrs, f"root attribute '{crc}' missing"):
+            text_crc = zlib.crc32(text(f.attrs[key]).encode("utf-8"))
+            check(int(f.attrs[crc]) == text_crc, f"root attribute '{crc}' = {int(f.attrs[crc])}, zlib says {text_crc}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint")
@@ -80,7 +105,8 @@ def main():
         if failures:
             return 1
         check(text(a["format"]) == "upcycle-checkpoint", f"format = {a['format']!r}")
-        check(int(a["version"]) == 1, f"version = {a['version']!r}")
+        version = int(a["version"])
+        check(version in (1, 2), f"version = {a['version']!r}, expected 1 or 2")
         check(int(a["step"]) == args.step, f"step = {a['step']!r}, expected {args.step}")
         check(text(a["stage"]) == args.stage, f"stage = {a['stage']!r}, expected {args.stage}")
         config = text(a["config"])
@@ -123,6 +149,9 @@ def main():
         if "state/data/cursor" in f:
             epoch, position = (int(x) for x in f["state/data/cursor"][()])
             check(epoch >= 0 and position >= 0, f"/state/data/cursor = [{epoch}, {position}]")
+
+        if version >= 2:
+            check_checksums(f)
 
     if failures:
         print(f"{args.checkpoint}: {len(failures)} check(s) failed")

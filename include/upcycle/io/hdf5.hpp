@@ -9,6 +9,20 @@
 // f64, i32 <-> signed 32-bit, i64 <-> signed 64-bit (little-endian on disk, so h5py and h5ls read
 // them as float32 / float64 / int32 / int64).
 //
+// Integrity: every file the layer writes is checksummed throughout, and every read verifies.
+//  - Tensors: each non-empty dataset is chunked (chunk_shape) with HDF5's Fletcher32 filter, so
+//    each chunk carries a checksum that H5Dread checks; a rank-0 (scalar) tensor is stored compact,
+//    inside its object header. Empty tensors have no stored data.
+//  - Metadata: files are created with the library version bounds pinned to 1.10, so the superblock,
+//    object headers (and the attributes and compact data in them), group link storage and the chunk
+//    indexes all carry checksums (the HDF5 1.10 file format: h5py, h5ls and h5dump of HDF5 1.10 or
+//    later read it).
+//  - Strings: a string attribute's text lives in HDF5's global heap, which has no checksum, so
+//    write_attribute stores a CRC-32 of it beside it as the attribute "<name>.crc32" (unsigned
+//    32-bit), which read_string_attribute checks when present.
+// A checksum that does not match, and a file shorter than HDF5 recorded (truncated), throw
+// CorruptDataError naming the file and the object.
+//
 // Debian's libhdf5 is the serial, non-thread-safe build: use this layer from one thread at a time.
 //
 // hdf5.h stays out of this header: handles are held as std::int64_t (hid_t is a signed 64-bit
@@ -22,13 +36,22 @@
 
 namespace upcycle::h5 {
 
+// A read whose checksum did not match, or of a truncated file: the bytes on disk are not those
+// that were written.
+class CorruptDataError : public Error {
+ public:
+  using Error::Error;
+};
+
 class File {
  public:
   // Existing file, read-only / read-write. Throws when the file is missing, unreadable or not an
   // HDF5 file.
   static File open(const std::string& path);
   static File open_rw(const std::string& path);
-  // New file; an existing one is truncated.
+  // New file; an existing one is truncated. Written in the HDF5 1.10 file format (the version
+  // bounds are pinned, not "latest", so a file does not change format with the library it was
+  // built against); open_rw keeps the same bounds for what it adds.
   static File create(const std::string& path);
 
   File() = default;
@@ -73,11 +96,24 @@ Tensor read_tensor(const File& file, const std::string& path, DType dtype);
 Tensor read_tensor(const File& file, const std::string& path, DType dtype, const Shape& expected);
 
 // Writes `t` (copied to the host when needed) to `path`, creating the intermediate groups. An
-// existing dataset at `path` is replaced.
+// existing dataset at `path` is replaced. Checksummed as the header says.
 void write_tensor(File& file, const std::string& path, const Tensor& t);
 
+// The largest chunk write_tensor makes, in bytes (see chunk_shape).
+inline constexpr std::int64_t kMaxChunkBytes = std::int64_t{16} << 20;
+// The chunk dimensions write_tensor uses for a tensor of `shape` (at least one dim, no zero
+// extent) with elements of `element_bytes`: whole trailing dims, as many as fit in kMaxChunkBytes,
+// then as many slices of the next dim as fit (at least one), then 1 for the leading dims. An
+// expert tensor [E, D, F] is thus chunked by whole experts (several per chunk when they are
+// small), and a chunk is one contiguous run of the row-major tensor.
+std::vector<std::int64_t> chunk_shape(const Shape& shape, std::int64_t element_bytes);
+// Whether the stored data of a dataset is covered by a checksum: a Fletcher32 filter, compact
+// storage (inside the checksummed object header of a file written by this layer) or no data.
+bool dataset_has_checksum(const File& file, const std::string& path);
+
 // Attributes on an existing object (group or dataset; "/" is the root). Strings are stored as
-// variable-length UTF-8 (h5py reads them as str); writing replaces an existing attribute.
+// variable-length UTF-8 (h5py reads them as str) with their CRC-32 beside them (see the header);
+// writing replaces an existing attribute.
 void write_attribute(File& file, const std::string& object, const std::string& name,
                      const std::string& value);
 void write_attribute(File& file, const std::string& object, const std::string& name,

@@ -19,6 +19,9 @@
 // Files are written atomically: a temporary file in the same directory, flushed and fsynced, then
 // renamed over the target, so a crash or kill never leaves a half-written checkpoint under its
 // final name.
+// Integrity (version 2): every dataset, the HDF5 metadata and the string attributes carry
+// checksums (upcycle/io/hdf5.hpp), verified on every read; a mismatch throws h5::CorruptDataError.
+// Version-1 files (written before checksums) still load, unverified.
 #include <map>
 #include <string>
 #include <utility>
@@ -34,7 +37,9 @@
 namespace upcycle {
 
 inline constexpr const char* kCheckpointFormat = "upcycle-checkpoint";
-inline constexpr std::int64_t kCheckpointVersion = 1;
+// The version this build writes, and the oldest it reads (1: the same layout without checksums).
+inline constexpr std::int64_t kCheckpointVersion = 2;
+inline constexpr std::int64_t kOldestCheckpointVersion = 1;
 
 struct TrainState {
   std::string stage;
@@ -86,27 +91,39 @@ bool checkpoint_has_dataset(const std::string& path, const std::string& dataset)
 
 // Reads a checkpoint into `model` (shapes must match the model built from the config), and into
 // `optimizer` and `state` when given. Throws Error naming the file and the dataset for a missing,
-// truncated, foreign or mismatched file; nothing is modified unless every tensor was read.
+// truncated, foreign or mismatched file; nothing is modified unless every tensor was read. A
+// checksum mismatch or a truncated file throws h5::CorruptDataError naming the dataset (or the
+// file) and the newest earlier step checkpoint of the same folder that passes check_checkpoint,
+// the one checkpoint.resume = auto falls back to (or that there is none).
 void load_checkpoint(const std::string& path, nn::Module& model, AdamW* optimizer, TrainState* state,
                      const CheckpointLoadOptions* options = nullptr);
 
 // What check_checkpoint found: ok when every dataset read back intact and the structure is an
-// upcycle checkpoint's; otherwise `problems` names each failing attribute or dataset.
+// upcycle checkpoint's; otherwise `problems` names each failing attribute or dataset. `notes` are
+// facts that are not problems (a version-1 file has no checksums to verify).
 struct CheckpointCheck {
   bool ok = true;
   std::vector<std::string> problems;
+  std::vector<std::string> notes;
   std::int64_t datasets_checked = 0;
 };
 
-// Reads every dataset of the file at `path` in full (verifying its checksum) and checks the root
-// attributes and the datasets every checkpoint has. Never throws for a bad file: reports it.
+// Checks the file at `path`: the root attributes format, version (kOldestCheckpointVersion ..
+// kCheckpointVersion), stage, step (>= 0) and config; the datasets every checkpoint has
+// (/state/rng/dropout and /state/data/cursor as [2] i64, at least one /model dataset); with an
+// /optimizer group, its attribute steps and an /optimizer/m and /optimizer/v dataset of the shape of
+// each /model/<name> and none without one; each /teacher/<name> shaped like /model/<name>. Then
+// reads every dataset in full, verifying its checksum (version 2: each dataset must have one).
+// Never throws for a bad file: reports it, each problem naming the dataset or attribute.
 CheckpointCheck check_checkpoint(const std::string& path);
 
-// The step checkpoints of a stage folder (step-NNNNNNN.h5), newest first.
+// The step checkpoints of a stage folder (step-NNNNNNN.h5), newest first. Temporary files of an
+// unfinished write (".step-NNNNNNN.h5.tmp-<pid>") and anything else are not listed; a missing
+// folder has none.
 std::vector<std::string> step_checkpoints(const std::string& checkpoint_dir);
-// The newest checkpoint of the folder that passes check_checkpoint: latest.h5's target first, then
-// the step files newest first; "" when none does. Each rejected file is added to `rejected` as
-// "<path>: <first problem>" when given.
+// The newest checkpoint of the folder that passes check_checkpoint: latest.h5's target first,
+// then the step files newest first; "" when none does. Each rejected file is added to `rejected`
+// as "<path>: <first problem>" when given.
 std::string newest_valid_checkpoint(const std::string& checkpoint_dir, std::vector<std::string>* rejected = nullptr);
 
 // The INI text of the config a checkpoint was written with.
