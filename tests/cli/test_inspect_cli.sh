@@ -214,7 +214,8 @@ PY
 # (b) The text views.
 view text_summary "$moe"
 [ "$status" = 0 ] || fail "text summary: exit $status"
-expect_text text_summary "$moe" "moe, step 2" "version 1" "$(stat -c %s "$moe") bytes" "model.kind" "vit" \
+stored_version=$("$py" -c "import h5py,sys; print(int(h5py.File(sys.argv[1], 'r').attrs['version']))" "$moe")
+expect_text text_summary "$moe" "moe, step 2" "version $stored_version" "$(stat -c %s "$moe") bytes" "model.kind" "vit" \
   "moe.num_experts" "upcycle.method" "cluster" "non-default keys" "moe.aux_free_rate = 0.001" "embeddings" \
   "attention" "dense_ffn" "experts" "shared_expert" "routers" "norms_other" "blocks/01: E 4, k 2" \
   "AdamW moments" "2 steps" "EMA teacher" "RNG state" "data cursor" "epoch 0, position 16"
