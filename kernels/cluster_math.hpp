@@ -42,9 +42,10 @@ UPCYCLE_HD inline std::int64_t cluster_chunk_end(std::int64_t chunk, std::int64_
 // K D + K + 2 doubles per chunk). Rows whose cluster lies outside [0, K) are skipped by every
 // column; the scalar column returns false when it met one (the kernel reports it), true otherwise.
 template <class T>
-UPCYCLE_HD inline bool cluster_partial_task(std::int64_t task, const T* x, const T* score, const std::int64_t* assignment,
-                                            const std::int64_t* previous, std::int64_t rows, std::int64_t dim,
-                                            std::int64_t clusters, std::int64_t chunk_rows, double* partial) {
+UPCYCLE_HD inline bool cluster_partial_task(std::int64_t task, const T* x, const T* score,
+                                            const std::int64_t* assignment, const std::int64_t* previous,
+                                            std::int64_t rows, std::int64_t dim, std::int64_t clusters,
+                                            std::int64_t chunk_rows, double* partial) {
   const ClusterTask tk = cluster_task(task, dim);
   const std::int64_t t0 = cluster_chunk_begin(tk.chunk, chunk_rows), t1 = cluster_chunk_end(tk.chunk, chunk_rows, rows);
   double* part = partial + tk.chunk * (clusters * dim + clusters + 2);

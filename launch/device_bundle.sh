@@ -43,7 +43,8 @@ for p in "${programs[@]}"; do ldd "$out/bin/$p"; done | awk '/=>/ {print $3} /ld
   while read -r lib; do
     [[ -f "$lib" ]] || continue
     case "$(basename "$lib")" in
-      libcuda.so* | libcublas* | libcudart* | libnvidia* | libnccl* | libcusolver* | libcusparse* | libnvJitLink* ) continue ;;
+      libcuda.so* | libcublas* | libcudart* | libnvidia* | libnccl* | \
+        libcusolver* | libcusparse* | libnvJitLink* ) continue ;;
     esac
     cp -L "$lib" "$out/lib/"
   done

@@ -209,7 +209,8 @@ fi
 # on the kernels that use shared memory (block-wide reductions, the tiled transpose, block sorts).
 step memcheck_backend_ops 150 compute-sanitizer --error-exitcode 9 --tool memcheck \
   "${run[@]}" "$bundle/bin/test_backend_ops"
-shared_memory_kernels='softmax*,log_softmax*,layernorm*,rmsnorm*,reduce,sum_squares,permute,cross_entropy*,topk,argsort,normalize_rows'
+shared_memory_kernels='softmax*,log_softmax*,layernorm*,rmsnorm*,reduce,sum_squares,permute,cross_entropy*,topk,argsort'
+shared_memory_kernels+=',normalize_rows'
 step racecheck_backend_ops 120 env UPCYCLE_OP_FILTER="$shared_memory_kernels" compute-sanitizer --error-exitcode 9 \
   --tool racecheck "${run[@]}" "$bundle/bin/test_backend_ops" --gtest_filter='BackendOps.EveryKernel*'
 step memcheck_autograd 90 compute-sanitizer --error-exitcode 9 --tool memcheck "${run[@]}" "$bundle/bin/test_autograd_cuda"

@@ -42,8 +42,8 @@ inline ClusterSumsLayout check_cluster_sums_args(const Tensor& points, const Ten
   const std::int64_t n = points.dim(0);
   UPCYCLE_CHECK(clusters >= 1, "cluster_sums: clusters must be >= 1, got ", clusters);
   UPCYCLE_CHECK(chunk_rows >= 1, "cluster_sums: chunk_rows must be >= 1, got ", chunk_rows);
-  UPCYCLE_CHECK(score.defined() && score.dtype() == points.dtype() && score.numel() == n, "cluster_sums: score must be ",
-                dtype_name(points.dtype()), " [", n, "] (one per point), got ",
+  UPCYCLE_CHECK(score.defined() && score.dtype() == points.dtype() && score.numel() == n,
+                "cluster_sums: score must be ", dtype_name(points.dtype()), " [", n, "] (one per point), got ",
                 score.defined() ? describe(score) : std::string("undefined"));
   for (const Tensor* t : {&assignment, &previous}) {
     UPCYCLE_CHECK(t->defined() && t->dtype() == DType::i64 && t->numel() == n, "cluster_sums: ",
@@ -51,9 +51,9 @@ inline ClusterSumsLayout check_cluster_sums_args(const Tensor& points, const Ten
                   t->defined() ? describe(*t) : std::string("undefined"));
   }
   ClusterSumsLayout l{n, points.dim(1), clusters, chunk_rows};
-  UPCYCLE_CHECK(out.defined() && out.dtype() == DType::f64 && out.numel() == l.stride(), "cluster_sums: out must be f64 [",
-                l.stride(), "] (K D + K + 2 for K = ", clusters, ", D = ", l.dim, "), got ",
-                out.defined() ? describe(out) : std::string("undefined"));
+  UPCYCLE_CHECK(out.defined() && out.dtype() == DType::f64 && out.numel() == l.stride(),
+                "cluster_sums: out must be f64 [", l.stride(), "] (K D + K + 2 for K = ", clusters, ", D = ", l.dim,
+                "), got ", out.defined() ? describe(out) : std::string("undefined"));
   return l;
 }
 

@@ -106,7 +106,8 @@ ExpertSet upcycle_cluster(const BlockContext& ctx, const DenseFfn& dense, BlockR
       r = whitened_truncated_svd(dense.w1, ge, svd);
     }
     const Tensor expert = r.w1.to(Device::cpu);
-    std::memcpy(s.w1.data<float>() + e * w1_size, expert.data<float>(), static_cast<std::size_t>(w1_size) * sizeof(float));
+    std::memcpy(s.w1.data<float>() + e * w1_size, expert.data<float>(),
+                static_cast<std::size_t>(w1_size) * sizeof(float));
     pi[e * 4 + 0] = static_cast<double>(r.rank);
     pi[e * 4 + 1] = r.energy_kept;
     pi[e * 4 + 2] = r.jitter;

@@ -33,7 +33,8 @@ void check_second_moment(const Matrix& g) {
   const double max_diag = check_second_moment_diagonal(diag);
   for (std::int64_t i = 0; i < g.rows; ++i)
     for (std::int64_t j = 0; j < i; ++j) {
-      UPCYCLE_CHECK(std::isfinite(g(i, j)) && std::isfinite(g(j, i)), "whitened SVD: G(", i, ", ", j, ") is not finite");
+      UPCYCLE_CHECK(std::isfinite(g(i, j)) && std::isfinite(g(j, i)), "whitened SVD: G(", i, ", ", j,
+                    ") is not finite");
       UPCYCLE_CHECK(std::abs(g(i, j) - g(j, i)) <= 1e-5 * max_diag, "whitened SVD: G is not symmetric: G(", i, ", ",
                     j, ") = ", g(i, j), ", G(", j, ", ", i, ") = ", g(j, i));
     }
@@ -102,7 +103,8 @@ std::int64_t whitened_svd_rank(const std::vector<double>& sigma, double tau, dou
       r = static_cast<std::int64_t>(std::count_if(sigma.begin(), sigma.end(), [](double s) { return s > 0.0; }));
     } else {
       double cum = 0.0;
-      for (; r < k && cum < tau * total; ++r) cum += sigma[static_cast<std::size_t>(r)] * sigma[static_cast<std::size_t>(r)];
+      for (; r < k && cum < tau * total; ++r)
+        cum += sigma[static_cast<std::size_t>(r)] * sigma[static_cast<std::size_t>(r)];
     }
   }
   // ceil(min_rank_frac d), robust to products such as 0.3 * 10 = 3.0000000000000004.

@@ -1839,7 +1839,9 @@ void cluster_sums_errors(const Sink& run) {
     const int a = c.in(host_values({0, 2, bad, 1}, {4}, DType::i64));
     const int prev = c.in(host_values({-1, -1, -1, -1}, {4}, DType::i64));
     const int y = c.in(host_sentinel({3 * 2 + 3 + 2}, DType::f64));
-    c.call = [x, score, a, prev, y](Backend& be, Args& t) { be.cluster_sums(t[x], t[score], t[a], t[prev], 3, 2, t[y]); };
+    c.call = [x, score, a, prev, y](Backend& be, Args& t) {
+      be.cluster_sums(t[x], t[score], t[a], t[prev], 3, 2, t[y]);
+    };
     run(c);
   }
 }

@@ -175,7 +175,8 @@ TEST(KMeansCuda, EmptyClustersAreReseededAsOnTheCpu) {
   for (std::int64_t t = 0; t < n; ++t)
     for (std::int64_t j = 0; j < d; ++j)
       x.push_back(std::ldexp(1.0f, static_cast<int>(t % 5) - 2) *
-                  static_cast<float>(dirs[static_cast<std::size_t>(label[static_cast<std::size_t>(t)])][static_cast<std::size_t>(j)]));
+                  static_cast<float>(
+                      dirs[static_cast<std::size_t>(label[static_cast<std::size_t>(t)])][static_cast<std::size_t>(j)]));
   Planted p;
   p.points = Tensor::from_vector(x, {n, d}, Device::cpu);
   std::vector<std::int64_t> ids(static_cast<std::size_t>(n));
@@ -238,7 +239,8 @@ TEST(DeviceLinalgCuda, CusolverAndCublasMatchTheHostLibraries) {
     }
 
     const Tensor b = testing::randn_tensor({3 * n, n}, 30);
-    Tensor pc = Tensor::empty({3 * n, n}, DType::f64, Device::cpu), pg = Tensor::empty({3 * n, n}, DType::f64, Device::cuda);
+    Tensor pc = Tensor::empty({3 * n, n}, DType::f64, Device::cpu),
+           pg = Tensor::empty({3 * n, n}, DType::f64, Device::cuda);
     init::multiply_lower_right(b, lc, pc);
     init::multiply_lower_right(b.to(Device::cuda), lg, pg);
     EXPECT_LE(max_abs_diff(pg, pc), 1e-12 * (1 + max_abs_diff(pc, Tensor::zeros({3 * n, n}, DType::f64, Device::cpu))));
@@ -257,8 +259,9 @@ TEST(DeviceLinalgCuda, CusolverAndCublasMatchTheHostLibraries) {
       EXPECT_NEAR(lg_[static_cast<std::size_t>(i)], lc_[static_cast<std::size_t>(i)], 1e-12 * lc_.back());
     const init::Matrix ec = init::to_matrix(vc), eg = init::to_matrix(vg);
     for (std::int64_t i = 0; i < n; ++i) {
-      const bool distinct = (i == 0 || lc_[static_cast<std::size_t>(i)] - lc_[static_cast<std::size_t>(i - 1)] > 1e-6 * lc_.back()) &&
-                            (i + 1 == n || lc_[static_cast<std::size_t>(i + 1)] - lc_[static_cast<std::size_t>(i)] > 1e-6 * lc_.back());
+      const bool distinct =
+          (i == 0 || lc_[static_cast<std::size_t>(i)] - lc_[static_cast<std::size_t>(i - 1)] > 1e-6 * lc_.back()) &&
+          (i + 1 == n || lc_[static_cast<std::size_t>(i + 1)] - lc_[static_cast<std::size_t>(i)] > 1e-6 * lc_.back());
       if (!distinct) continue;
       double dot = 0;
       for (std::int64_t j = 0; j < n; ++j) dot += ec(i, j) * eg(i, j);
@@ -369,7 +372,8 @@ TEST(ClusterUpcyclingCuda, TheGpuPathGivesTheCpuExperts) {
 }
 
 // An IDX file (big-endian dims after the magic), gzipped as the reader expects.
-void write_idx_gz(const fs::path& path, const std::vector<std::uint32_t>& dims, const std::vector<unsigned char>& data) {
+void write_idx_gz(const fs::path& path, const std::vector<std::uint32_t>& dims,
+                  const std::vector<unsigned char>& data) {
   std::vector<unsigned char> bytes{0, 0, 8, static_cast<unsigned char>(dims.size())};
   for (std::uint32_t d : dims)
     for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<unsigned char>(d >> s));

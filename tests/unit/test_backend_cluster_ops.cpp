@@ -89,7 +89,8 @@ TEST(NormalizeRows, RejectsMismatchedArguments) {
   Tensor out = Tensor::zeros({4, 3}, DType::f64, Device::cpu), norms = Tensor::zeros({4}, DType::f64, Device::cpu);
   EXPECT_NE(error_of([&] { cpu().normalize_rows(x, out, norms); }).find("normalize_rows: out must be f32[4, 3]"),
             std::string::npos);
-  Tensor out32 = Tensor::zeros({4, 3}, DType::f32, Device::cpu), short_norms = Tensor::zeros({3}, DType::f64, Device::cpu);
+  Tensor out32 = Tensor::zeros({4, 3}, DType::f32, Device::cpu),
+         short_norms = Tensor::zeros({3}, DType::f64, Device::cpu);
   EXPECT_NE(error_of([&] { cpu().normalize_rows(x, out32, short_norms); }).find("norms must be f64 [4]"),
             std::string::npos);
 }
@@ -116,9 +117,9 @@ SumsInput sums_input(std::int64_t n, std::int64_t d, std::int64_t k, std::uint64
 
 std::vector<double> cluster_sums(const SumsInput& in, std::int64_t chunk_rows) {
   Tensor out = Tensor::empty({in.k * in.d + in.k + 2}, DType::f64, Device::cpu);
-  cpu().cluster_sums(Tensor::from_vector(in.x, {in.n, in.d}, Device::cpu), Tensor::from_vector(in.score, {in.n}, Device::cpu),
-                     Tensor::from_vector(in.a, {in.n}, Device::cpu), Tensor::from_vector(in.prev, {in.n}, Device::cpu), in.k,
-                     chunk_rows, out);
+  cpu().cluster_sums(Tensor::from_vector(in.x, {in.n, in.d}, Device::cpu),
+                     Tensor::from_vector(in.score, {in.n}, Device::cpu), Tensor::from_vector(in.a, {in.n}, Device::cpu),
+                     Tensor::from_vector(in.prev, {in.n}, Device::cpu), in.k, chunk_rows, out);
   return out.to_vector<double>();
 }
 
@@ -134,7 +135,8 @@ std::vector<double> chunked_reference(const SumsInput& in, std::int64_t chunk_ro
       for (std::int64_t j = 0; j < in.d; ++j) part[static_cast<std::size_t>(e * in.d + j)] += in.x[t * in.d + j];
       part[static_cast<std::size_t>(in.k * in.d + e)] += 1.0;
       part[static_cast<std::size_t>(in.k * in.d + in.k)] += in.score[static_cast<std::size_t>(t)];
-      part[static_cast<std::size_t>(in.k * in.d + in.k + 1)] += in.a[static_cast<std::size_t>(t)] != in.prev[static_cast<std::size_t>(t)];
+      part[static_cast<std::size_t>(in.k * in.d + in.k + 1)] +=
+          in.a[static_cast<std::size_t>(t)] != in.prev[static_cast<std::size_t>(t)];
     }
     for (std::size_t i = 0; i < total.size(); ++i) total[i] += part[i];
   }
@@ -167,7 +169,8 @@ TEST(ClusterSums, SizesScoreAndChangedCountsAreExact) {
     sizes[static_cast<std::size_t>(in.a[t])] += 1;
     changed += in.a[t] != in.prev[t];
   }
-  for (std::int64_t e = 0; e < 7; ++e) EXPECT_EQ(got[static_cast<std::size_t>(7 * 4 + e)], sizes[static_cast<std::size_t>(e)]);
+  for (std::int64_t e = 0; e < 7; ++e)
+    EXPECT_EQ(got[static_cast<std::size_t>(7 * 4 + e)], sizes[static_cast<std::size_t>(e)]);
   EXPECT_EQ(got[7 * 4 + 7 + 1], changed);
   EXPECT_GT(changed, 1000);
   EXPECT_LT(changed, 2500);
@@ -191,15 +194,17 @@ TEST(ClusterSums, NoPointsGiveZerosAndBadArgumentsThrow) {
 
   SumsInput in = sums_input(10, 2, 3, 2);
   in.a[6] = 3;
-  EXPECT_NE(error_of([&] { cluster_sums(in, 4); }).find("cluster_sums: assignment 3 at position 6 is out of range [0, 3)"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { cluster_sums(in, 4); }).find("cluster_sums: assignment 3 at position 6 is out of range [0, 3)"),
+      std::string::npos);
   in.a[6] = -1;
   EXPECT_NE(error_of([&] { cluster_sums(in, 4); }).find("assignment -1 at position 6"), std::string::npos);
   in.a[6] = 0;
   EXPECT_NE(error_of([&] { cluster_sums(in, 0); }).find("chunk_rows must be >= 1"), std::string::npos);
   const Tensor x = Tensor::zeros({10, 2}, DType::f64, Device::cpu), s = Tensor::zeros({10}, DType::f64, Device::cpu);
   const Tensor a = Tensor::zeros({10}, DType::i64, Device::cpu), a32 = Tensor::zeros({10}, DType::i32, Device::cpu);
-  Tensor out = Tensor::zeros({3 * 2 + 3 + 2}, DType::f64, Device::cpu), short_out = Tensor::zeros({10}, DType::f64, Device::cpu);
+  Tensor out = Tensor::zeros({3 * 2 + 3 + 2}, DType::f64, Device::cpu),
+         short_out = Tensor::zeros({10}, DType::f64, Device::cpu);
   EXPECT_NE(error_of([&] { cpu().cluster_sums(x, s, a32, a, 3, 4, out); }).find("assignment must be i64 [10]"),
             std::string::npos);
   EXPECT_NE(error_of([&] { cpu().cluster_sums(x, s, a, a, 3, 4, short_out); }).find("out must be f64 [11]"),
@@ -220,7 +225,8 @@ void topk_one_is_the_first_of_argsort() {
   for (const auto& r : rows) {
     const std::int64_t c = static_cast<std::int64_t>(r.size());
     const Tensor x = Tensor::from_vector(r, {1, c}, Device::cpu);
-    Tensor v = Tensor::empty({1, 1}, dtype_of<T>::value, Device::cpu), i = Tensor::empty({1, 1}, DType::i64, Device::cpu);
+    Tensor v = Tensor::empty({1, 1}, dtype_of<T>::value, Device::cpu),
+           i = Tensor::empty({1, 1}, DType::i64, Device::cpu);
     Tensor order = Tensor::empty({1, c}, DType::i64, Device::cpu);
     cpu().topk(x, 1, v, i);
     cpu().argsort(x, true, order);
@@ -240,7 +246,8 @@ void topk_one_is_the_first_of_argsort() {
   cpu().topk(xt, 1, v, i);
   cpu().argsort(xt, true, order);
   const auto got = i.to_vector<std::int64_t>(), all = order.to_vector<std::int64_t>();
-  for (std::int64_t r = 0; r < n; ++r) ASSERT_EQ(got[static_cast<std::size_t>(r)], all[static_cast<std::size_t>(r * c)]) << r;
+  for (std::int64_t r = 0; r < n; ++r)
+    ASSERT_EQ(got[static_cast<std::size_t>(r)], all[static_cast<std::size_t>(r * c)]) << r;
 }
 
 TEST(TopkOne, IsTheFirstIndexOfTheDescendingOrder) {

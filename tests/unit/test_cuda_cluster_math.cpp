@@ -72,7 +72,8 @@ Launch simulate(const std::vector<T>& x, const std::vector<T>& score, const std:
   Launch l;
   l.out.assign(static_cast<std::size_t>(stride), -7.0);
   const std::int64_t tasks = cuda::cluster_tasks(chunks, dim);
-  std::int64_t threads = static_cast<std::int64_t>(std::min(cuda::grid_blocks(tasks), max_blocks)) * cuda::kBlockThreads;
+  std::int64_t threads =
+      static_cast<std::int64_t>(std::min(cuda::grid_blocks(tasks), max_blocks)) * cuda::kBlockThreads;
   for (std::int64_t first = 0; first < threads; ++first)
     for (std::int64_t task = first; task < tasks; task += threads)
       if (!cuda::cluster_partial_task(task, x.data(), score.data(), a.data(), prev.data(), rows, dim, clusters,

@@ -99,11 +99,13 @@ TEST(DeviceLinalg, TriangularProductAndSolveReadOnlyTheLowerTriangle) {
   Tensor x = to_tensor(b, DType::f64);
   solve_lower_right_in_place(x, lt);
   EXPECT_LE(max_abs_diff(matmul(to_matrix(x), l), b), 1e-13);
-  EXPECT_NE(error_of([&] { multiply_lower_right(to_tensor(b, DType::f64), to_tensor(Matrix::identity(5), DType::f64), out); })
-                .find("do not fit out = b L"),
+  EXPECT_NE(error_of([&] {
+              multiply_lower_right(to_tensor(b, DType::f64), to_tensor(Matrix::identity(5), DType::f64), out);
+            }).find("do not fit out = b L"),
             std::string::npos);
   Tensor f32 = Tensor::zeros({5, 7}, DType::f32, Device::cpu);
-  EXPECT_NE(error_of([&] { solve_lower_right_in_place(f32, lt); }).find("b must be a 2-D f64 matrix"), std::string::npos);
+  EXPECT_NE(error_of([&] { solve_lower_right_in_place(f32, lt); }).find("b must be a 2-D f64 matrix"),
+            std::string::npos);
 }
 
 // Eigenvalues ascending, rows orthonormal eigenvectors: ||A v - lambda v|| <= ~n eps ||A||.

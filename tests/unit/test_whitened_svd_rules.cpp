@@ -112,7 +112,10 @@ TEST(WhitenedSvdRules, PivotFloor) {
 
 TEST(WhitenedSvdRules, SecondMomentChecksNameTheEntry) {
   EXPECT_EQ(check_second_moment_diagonal({1.0, 4.0, 0.0}), 4.0);
-  EXPECT_NE(error_of([] { check_second_moment_diagonal({1.0, -2.0}); }).find("diagonal entry 1 = -2"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              check_second_moment_diagonal({1.0, -2.0});
+            }).find("diagonal entry 1 = -2"),
+            std::string::npos);
   Matrix g = Matrix::identity(3);
   g(2, 0) = 1e-6;  // within 1e-5 max(diag): accumulation noise, accepted
   EXPECT_NO_THROW(check_second_moment(g));
