@@ -16,9 +16,10 @@
 //    tiny or 0). They carry < 1e-16 of the energy, so no rank with tau < 1 and no energy moves; the
 //    jitter keeps cond(G + j I) <= D / chol_eps, so for the default chol_eps the kept subspace is
 //    well separated from them. V_r is accurate to eps sigma_1^2 / (sigma_r^2 - sigma_{r+1}^2).
-//  - speed: the GEMM is 2 F D^2 flops at DGEMM speed and syevd works on D x D; gesvd would
-//    bidiagonalise the F x D matrix with QR sweeps that run partly on the host, and gesvdj's
-//    Jacobi sweeps cost several passes of 4 F D^2 each.
+//  - speed: the GEMM is 2 F D^2 flops at DGEMM speed and syevd (divide and conquer, blocked)
+//    works on D x D; gesvd's Householder bidiagonalisation of the F x D matrix is memory-bound
+//    level-2 work followed by a sequential QR iteration on the bidiagonal, and gesvdj takes several
+//    Jacobi sweeps of ~4 F D^2 flops each.
 //  - gesvd also requires m >= n of its column-major input, and the row-major [F, D] buffer is the
 //    column-major [D, F] (m = D < n = F): it would need a transposed copy first.
 #include <algorithm>
