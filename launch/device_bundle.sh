@@ -2,14 +2,16 @@
 # Builds, on this machine, what the GPU device check (launch/device_check.sh) runs on a machine that
 # has an NVIDIA GPU but no Debian -dev packages, no MPI and no network: the gpu test programs and the
 # benchmarks, with every shared library they need except the CUDA driver, cuBLAS and cuSOLVER (which
-# come with the GPU machine's toolkit), plus this machine's dynamic loader, so the programs run there with the
-# C and C++ runtimes they were built against whatever that machine's glibc is.
+# come with the GPU machine's toolkit), plus this machine's dynamic loader, so the programs run there
+# with the C and C++ runtimes they were built against whatever that machine's glibc is.
 #   launch/device_bundle.sh [OUT]      (default build-device-bundle)
 # It also packs OUT into OUT.tar.xz, which is what a device run carries (it must stay under 64 MiB;
 # the programs each link the CUDA kernels, so the unpacked folder is larger): launch/device_check.sh
 # unpacks it when the folder is not there.
-# Configuration: no MPI (one process), no OpenBLAS (the CPU oracle uses plain loops; 36 MiB saved),
-# no -march=native (the GPU machine's CPU may differ), CUDA for sm_90 + PTX.
+# Configuration: no MPI (one process), no OpenBLAS GEMMs (the CPU oracle uses plain loops; only
+# test_cluster_upcycling_cuda loads OpenBLAS, for the LAPACK path it compares with: the packed
+# bundle is 20 MiB with it), no -march=native (the GPU machine's CPU may differ), CUDA for sm_90 +
+# PTX.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/build-device-bundle}"
