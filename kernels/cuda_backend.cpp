@@ -23,6 +23,7 @@ const char* cuda::device_error_message(int code) {
     case cuda::DeviceError::cross_entropy_target:
       return "cross_entropy: a target is neither a class index nor ignore_index";
     case cuda::DeviceError::moe_dispatch_expert: return "moe_dispatch: an expert index lies outside [0, E)";
+    case cuda::DeviceError::cluster_sums_assignment: return "cluster_sums: an assignment lies outside [0, K)";
   }
   return "unknown device error";
 }

@@ -118,6 +118,11 @@ class CudaBackend final : public Backend {
   void moe_dispatch(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity, Tensor& counts,
                     Tensor& kept_slots, Tensor& kept_tokens, Tensor& slot_dropped) override;
 
+  // --- clustering (cluster.cu) ---
+  void normalize_rows(const Tensor& x, Tensor& out, Tensor& norms) override;
+  void cluster_sums(const Tensor& points, const Tensor& score, const Tensor& assignment, const Tensor& previous,
+                    std::int64_t clusters, std::int64_t chunk_rows, Tensor& out) override;
+
   // --- optimisers (adamw.cu) ---
   void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& step) override;
   void ema(const std::vector<EmaTensor>& tensors, double momentum) override;

@@ -54,6 +54,7 @@ enum class DeviceError : int {
   scatter_add_last_index = 4,  // scatter_add_last: index outside [0, cols)
   cross_entropy_target = 5,    // cross_entropy: target neither in [0, classes) nor ignore_index
   moe_dispatch_expert = 6,     // moe_dispatch: expert id outside [0, E)
+  cluster_sums_assignment = 7, // cluster_sums: cluster index outside [0, K)
 };
 const char* device_error_message(int code);  // cuda_backend.cpp
 

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Builds, on this machine, what the GPU device check (launch/device_check.sh) runs on a machine that
 # has an NVIDIA GPU but no Debian -dev packages, no MPI and no network: the gpu test programs and the
-# benchmarks, with every shared library they need except the CUDA driver and cuBLAS (which come with
-# the GPU machine's toolkit), plus this machine's dynamic loader, so the programs run there with the
-# C and C++ runtimes they were built against whatever that machine's glibc is.
+# benchmarks, with every shared library they need except the CUDA driver, cuBLAS and cuSOLVER (which
+# come with the GPU machine's toolkit), plus this machine's dynamic loader, so the programs run there
+# with the C and C++ runtimes they were built against whatever that machine's glibc is.
 #   launch/device_bundle.sh [OUT]      (default build-device-bundle)
 # It also packs OUT into OUT.tar.xz, which is what a device run carries (it must stay under 64 MiB;
 # the programs each link the CUDA kernels, so the unpacked folder is larger): launch/device_check.sh
 # unpacks it when the folder is not there.
-# Configuration: no MPI (one process), no OpenBLAS (the CPU oracle uses plain loops; 36 MiB saved),
-# no -march=native (the GPU machine's CPU may differ), CUDA for sm_90 + PTX.
+# Configuration: no MPI (one process), no OpenBLAS GEMMs (the CPU oracle uses plain loops; only
+# test_cluster_upcycling_cuda loads OpenBLAS, for the LAPACK path it compares with: the packed
+# bundle is 20 MiB with it), no -march=native (the GPU machine's CPU may differ), CUDA for sm_90 +
+# PTX.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/build-device-bundle}"
 build="${BUILD_DIR:-$root/build-device}"
 jobs="${JOBS:-$(nproc)}"
 programs=(test_backend_ops test_autograd_cuda test_training_parity_cuda test_step_allocations_cuda test_nccl_communicator
-  bench_train bench_ops bench_alltoall)
+  test_cluster_upcycling_cuda bench_train bench_ops bench_alltoall)
 
 command -v nvcc >/dev/null || { echo "device_bundle: nvcc is not on the PATH: the bundle needs the CUDA backend" >&2; exit 2; }
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DUPCYCLE_CUDA=ON -DUPCYCLE_WITH_MPI=OFF \
@@ -35,14 +37,16 @@ done
 cp "$root"/src/bench/*_torch.py "$out/src/bench/"
 
 # Every library the programs load, except the CUDA driver and toolkit libraries (the GPU machine has
-# its own, matching its driver) -- including glibc and the loader, used through the loader below.
+# its own, matching its driver; cuSOLVER and what it loads, cuSPARSE and nvJitLink, are 300 MB) --
+# including glibc and the loader, used through the loader below.
 # NCCL is not among them: the programs dlopen it at run time, and device_check.sh finds the GPU
 # machine's own (its 200 MB would not fit).
 for p in "${programs[@]}"; do ldd "$out/bin/$p"; done | awk '/=>/ {print $3} /ld-linux/ {print $1}' | sort -u |
   while read -r lib; do
     [[ -f "$lib" ]] || continue
     case "$(basename "$lib")" in
-      libcuda.so* | libcublas* | libcudart* | libnvidia* | libnccl* ) continue ;;
+      libcuda.so* | libcublas* | libcudart* | libnvidia* | libnccl* | \
+        libcusolver* | libcusparse* | libnvJitLink* ) continue ;;
     esac
     cp -L "$lib" "$out/lib/"
   done

@@ -6,7 +6,7 @@
 # working tree), and within about 8 minutes:
 #   1. records the GPU, driver, toolkit and PyTorch;
 #   2. runs the gpu tests (the cross-backend op suite, autograd on CUDA vs CPU, 5-step training
-#      parity, warm-step allocations and host waits);
+#      parity, warm-step allocations and host waits, cluster-aware upcycling on the GPU vs the CPU);
 #   2b. the NCCL communicator, with this machine's libnccl.so.2 (the bundle carries none: it is
 #      200 MB; programs load it at run time, from UPCYCLE_NCCL_LIBRARY set below): its one-rank gpu
 #      test, bench_alltoall --backend nccl, and an attempt at two ranks on the one GPU with
@@ -93,6 +93,10 @@ done
 add_dir_of "$(ldconfig -p 2>/dev/null | awk '/libcublas\.so\.13 / {print $NF; exit}')"
 wheel=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
 [[ -n "$wheel" ]] && add_dir_of "$wheel/libcublas.so.1*"
+# cuSOLVER 12 for test_cluster_upcycling_cuda (with the cuSPARSE and nvJitLink it loads, which lie
+# beside it): the toolkit's or the system's, whichever is found.
+add_dir_of "/usr/local/cuda/lib64/libcusolver.so.12 /usr/local/cuda/targets/x86_64-linux/lib/libcusolver.so.12 \
+/usr/local/cuda-13*/lib64/libcusolver.so.12 $(ldconfig -p 2>/dev/null | awk '/libcusolver\.so\.12 / {print $NF; exit}')"
 # NCCL for the NCCL steps: the toolkit's, the system's, or the nvidia-nccl wheel PyTorch installed.
 nccl_lib=""
 for f in "$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 / {print $NF; exit}')" /usr/local/cuda/lib64/libnccl.so.2 \
@@ -184,7 +188,8 @@ if grep -q $'^gpu_tests_probe\tskipped' "$results"; then
 fi
 
 # 2. The gpu tests.
-for t in test_backend_ops:150 test_autograd_cuda:90 test_training_parity_cuda:90 test_step_allocations_cuda:60; do
+for t in test_backend_ops:150 test_autograd_cuda:90 test_training_parity_cuda:90 test_step_allocations_cuda:60 \
+  test_cluster_upcycling_cuda:120; do
   step "${t%%:*}" "${t##*:}" "${run[@]}" "$bundle/bin/${t%%:*}"
 done
 # 2b. The NCCL communicator on this GPU (see the top): one rank against SelfCommunicator, the
@@ -205,6 +210,7 @@ fi
 step memcheck_backend_ops 150 compute-sanitizer --error-exitcode 9 --tool memcheck \
   "${run[@]}" "$bundle/bin/test_backend_ops"
 shared_memory_kernels='softmax*,log_softmax*,layernorm*,rmsnorm*,reduce,sum_squares,permute,cross_entropy*,topk,argsort'
+shared_memory_kernels+=',normalize_rows'
 step racecheck_backend_ops 120 env UPCYCLE_OP_FILTER="$shared_memory_kernels" compute-sanitizer --error-exitcode 9 \
   --tool racecheck "${run[@]}" "$bundle/bin/test_backend_ops" --gtest_filter='BackendOps.EveryKernel*'
 step memcheck_autograd 90 compute-sanitizer --error-exitcode 9 --tool memcheck "${run[@]}" "$bundle/bin/test_autograd_cuda"

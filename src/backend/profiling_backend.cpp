@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
   X(softmax_backward) X(log_softmax) X(log_softmax_backward) X(causal_mask) X(cross_entropy)                \
   X(cross_entropy_backward) X(layernorm) X(layernorm_backward) X(rmsnorm) X(rmsnorm_backward)               \
   X(gather_rows) X(index_add_rows) X(gather_last) X(scatter_add_last) X(topk) X(argsort) X(adamw) X(ema)           \
-  X(grouped_gemm) X(moe_dispatch) X(copy_bytes_async) X(synchronize_event)
+  X(grouped_gemm) X(moe_dispatch) X(normalize_rows) X(cluster_sums) X(copy_bytes_async) X(synchronize_event)
 
 enum Kernel : int {
 #define UPCYCLE_X(name) k_##name,
@@ -322,6 +322,14 @@ class ProfilingBackend final : public Backend {
     timed_shape(k_moe_dispatch, indices, [&] {
       inner_.moe_dispatch(indices, num_experts, capacity, counts, kept_slots, kept_tokens, slot_dropped);
     });
+  }
+  void normalize_rows(const Tensor& x, Tensor& out, Tensor& norms) override {
+    timed_shape(k_normalize_rows, x, [&] { inner_.normalize_rows(x, out, norms); });
+  }
+  void cluster_sums(const Tensor& points, const Tensor& score, const Tensor& assignment, const Tensor& previous,
+                    std::int64_t clusters, std::int64_t chunk_rows, Tensor& out) override {
+    timed_shape(k_cluster_sums, points,
+                [&] { inner_.cluster_sums(points, score, assignment, previous, clusters, chunk_rows, out); });
   }
   // The execution context is forwarded; only the calls that move data or make the host wait are
   // timed (stream and event creation is bookkeeping).

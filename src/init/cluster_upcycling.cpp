@@ -4,13 +4,20 @@
 //   up-projection = the whitened truncated SVD of W1 on its cluster -> router = the centroids.
 // The SVD of expert i runs on world rank i mod W (the work spreads over all ranks, not only the EP
 // group); the other ranks receive it through one all-reduce of the stacked W1s.
+//
+// Where: on the device of the calibration tokens. On the host (a CPU run) the second moments are
+// dsyrk updates and the SVD the LAPACK path; when the tokens are on a GPU, k-means, the second
+// moments (init/second_moments.hpp) and the whitened SVDs (whitened_truncated_svd_on_device:
+// cuSOLVER) run there, and only each expert's W1 [F, D] comes to the host to be assembled.
 #include <cblas.h>
 
 #include <chrono>
 #include <cstring>
 #include <sstream>
 
+#include "upcycle/backend/backend.hpp"
 #include "upcycle/init/ffn_upcycling.hpp"
+#include "upcycle/init/second_moments.hpp"
 
 namespace upcycle::init {
 
@@ -71,9 +78,12 @@ ExpertSet upcycle_cluster(const BlockContext& ctx, const DenseFfn& dense, BlockR
   report.cluster_sizes = km.sizes;
   report.seconds.emplace_back("kmeans", seconds_since(t0));
 
+  const bool on_device = cal.points.device() != Device::cpu;
   t0 = std::chrono::steady_clock::now();
-  Tensor g = local_second_moments(cal.points, km.assignment, E);
+  Tensor g = on_device ? cluster_second_moments(cal.points, km.assignment, E)
+                       : local_second_moments(cal.points, km.assignment, E);
   world.all_reduce(g);
+  if (on_device) backend_for(g.device()).synchronize();  // the phase's time includes its device work
   report.seconds.emplace_back("second_moment", seconds_since(t0));
 
   t0 = std::chrono::steady_clock::now();
@@ -84,13 +94,20 @@ ExpertSet upcycle_cluster(const BlockContext& ctx, const DenseFfn& dense, BlockR
   Tensor info = Tensor::zeros({E, 4}, DType::f64, Device::cpu);
   double* pi = info.data<double>();
   for (std::int64_t e = world.rank(); e < E; e += world.size()) {
-    const Tensor ge = Tensor::from_vector<double>(
-        std::vector<double>(g.data<double>() + e * D * D, g.data<double>() + (e + 1) * D * D), {D, D}, Device::cpu);
     WhitenedSvdOptions svd = o.svd;
     RngStream subspace_rng(upcycle_stream(o.seed, ctx.block).seed(), static_cast<std::uint64_t>(e + 1) << 40);
     if (o.random_subspace) svd.random_subspace = &subspace_rng;
-    const WhitenedSvdResult r = whitened_truncated_svd(dense.w1, ge, svd);
-    std::memcpy(s.w1.data<float>() + e * w1_size, r.w1.data<float>(), static_cast<std::size_t>(w1_size) * sizeof(float));
+    WhitenedSvdResult r;
+    if (on_device) {
+      r = whitened_truncated_svd_on_device(dense.w1, g.rows(e, e + 1).reshape({D, D}), svd);
+    } else {
+      const Tensor ge = Tensor::from_vector<double>(
+          std::vector<double>(g.data<double>() + e * D * D, g.data<double>() + (e + 1) * D * D), {D, D}, Device::cpu);
+      r = whitened_truncated_svd(dense.w1, ge, svd);
+    }
+    const Tensor expert = r.w1.to(Device::cpu);
+    std::memcpy(s.w1.data<float>() + e * w1_size, expert.data<float>(),
+                static_cast<std::size_t>(w1_size) * sizeof(float));
     pi[e * 4 + 0] = static_cast<double>(r.rank);
     pi[e * 4 + 1] = r.energy_kept;
     pi[e * 4 + 2] = r.jitter;

@@ -8,9 +8,16 @@
 //   and only when a cluster is empty: 5. all_gather of farthest-token candidates, 6. all_reduce of
 //   the chosen tokens' vectors.
 //
+// Where the work runs. The tokens stay on their device: normalising them, the score GEMM, the
+// argmax (Backend::topk with k = 1) and the per-cluster sums (Backend::cluster_sums) are Backend
+// kernels on the points' device, so the CPU and the CUDA backend run this same code. The host
+// gets per iteration only the K D + K + 2 reduced sums (to update the centroids and decide on
+// empty clusters), once the n norms (the input check), the sample's rows for the seeding, and,
+// in an iteration with an empty cluster, the scores and assignments to pick tokens from.
+//
 // Reductions over tokens use fixed chunks whose boundaries depend on n, K and D only (never on the
-// thread count), and the chunk partials are added in chunk order: one rank gives the same bits
-// with any number of threads.
+// thread count or the device), and the chunk partials are added in chunk order: one rank gives the
+// same bits with any number of threads, on the CPU and on a GPU alike (Backend::cluster_sums).
 #include "upcycle/init/spherical_kmeans.hpp"
 
 #include <algorithm>
@@ -66,7 +73,7 @@ enum InputCode : std::int64_t { input_ok = 0, bad_points = 1, bad_ids = 2 };
 constexpr std::int64_t kSummary = 5;
 
 struct LocalInput {
-  Tensor unit;                       // [n, D] f32, the rows divided by their norms
+  Tensor unit;                       // [n, D] f32 on the points' device, the rows divided by their norms
   Tensor id_storage;                 // the ids on the host (keeps `ids` valid)
   const std::int64_t* ids = nullptr;
   std::int64_t n = 0, d = 0;
@@ -75,35 +82,18 @@ struct LocalInput {
   std::int64_t zero_id = kNoId, nonfinite_id = kNoId;
 };
 
-// Normalises the rows (norm in double; partition-independent, so any thread count gives the same
-// bits) and records the smallest ids of rows that cannot be normalised.
+// Normalises the rows on their device (norms in double, partition-independent) and records the
+// smallest ids of rows that cannot be normalised (only their norms come to the host).
 void normalise_rows(const Tensor& x, LocalInput& in) {
-  in.unit = Tensor::empty({in.n, in.d}, DType::f32, Device::cpu);
-  const float* src = x.data<float>();
-  float* dst = in.unit.data<float>();
-  const std::int64_t n = in.n, d = in.d;
-  std::vector<std::int64_t> zero_at(static_cast<std::size_t>(n), kNoId), bad_at(static_cast<std::size_t>(n), kNoId);
-  cpu::parallel_for(n, 256, [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t t = b; t < e; ++t) {
-      const float* r = src + t * d;
-      double s = 0;
-      for (std::int64_t j = 0; j < d; ++j) s += static_cast<double>(r[j]) * r[j];
-      const double norm = std::sqrt(s);
-      float* o = dst + t * d;
-      if (!std::isfinite(norm)) {
-        bad_at[static_cast<std::size_t>(t)] = in.ids[t];
-      } else if (norm == 0.0) {
-        zero_at[static_cast<std::size_t>(t)] = in.ids[t];
-      } else {
-        const double inv = 1.0 / norm;
-        for (std::int64_t j = 0; j < d; ++j) o[j] = static_cast<float>(r[j] * inv);
-        continue;
-      }
-      std::fill(o, o + d, 0.0f);
-    }
-  });
-  in.zero_id = *std::min_element(zero_at.begin(), zero_at.end());
-  in.nonfinite_id = *std::min_element(bad_at.begin(), bad_at.end());
+  in.unit = Tensor::empty({in.n, in.d}, DType::f32, x.device());
+  Tensor norms = Tensor::empty({in.n}, DType::f64, x.device());
+  backend_of(x).normalize_rows(x, in.unit, norms);
+  const std::vector<double> norm = norms.to_vector<double>();
+  for (std::int64_t t = 0; t < in.n; ++t) {
+    const double v = norm[static_cast<std::size_t>(t)];
+    if (!std::isfinite(v)) in.nonfinite_id = std::min(in.nonfinite_id, in.ids[t]);
+    else if (v == 0.0) in.zero_id = std::min(in.zero_id, in.ids[t]);
+  }
 }
 
 LocalInput check_local(const Tensor& points, const Tensor& global_ids) {
@@ -123,13 +113,12 @@ LocalInput check_local(const Tensor& points, const Tensor& global_ids) {
     return in;
   }
   if (in.n == 0) {
-    in.unit = Tensor::empty({0, in.d}, DType::f32, Device::cpu);
+    in.unit = Tensor::empty({0, in.d}, DType::f32, points.device());
     return in;
   }
-  const Tensor host = points.device() == Device::cpu ? points : points.to(Device::cpu);
-  in.id_storage = global_ids.device() == Device::cpu ? global_ids : global_ids.to(Device::cpu);
+  in.id_storage = global_ids.to(Device::cpu);
   in.ids = in.id_storage.data<std::int64_t>();
-  normalise_rows(host, in);
+  normalise_rows(points, in);
   return in;
 }
 
@@ -224,15 +213,25 @@ Tensor gather_sample(const LocalInput& in, const WorldInput& w, std::int64_t siz
       UPCYCLE_THROW("spherical_kmeans: global id ", all[i].id, " is held by two tokens (ranks ", all[i - 1].rank,
                     " and ", all[i].rank, "); ids must be unique over all ranks");
 
-  // Each sample row has exactly one owner: the others add zeros, so the sum is exact.
-  Tensor sample = Tensor::zeros({size, w.d}, DType::f32, Device::cpu);
-  float* out = sample.data<float>();
-  const float* unit = in.n > 0 ? in.unit.data<float>() : nullptr;
+  // Each sample row has exactly one owner: the others add zeros, so the sum is exact. The owner
+  // gathers its rows on their device and copies them to the host.
+  std::vector<std::int64_t> slots, rows;
   for (std::int64_t i = 0; i < size; ++i) {
     const Candidate& c = all[static_cast<std::size_t>(i)];
     if (c.rank != me) continue;
-    const std::int64_t t = order[static_cast<std::size_t>(c.pos)];
-    std::copy(unit + t * w.d, unit + (t + 1) * w.d, out + i * w.d);
+    slots.push_back(i);
+    rows.push_back(order[static_cast<std::size_t>(c.pos)]);
+  }
+  Tensor sample = Tensor::zeros({size, w.d}, DType::f32, Device::cpu);
+  if (!rows.empty()) {
+    const std::int64_t m = static_cast<std::int64_t>(rows.size());
+    Tensor picked = Tensor::empty({m, w.d}, DType::f32, in.unit.device());
+    backend_of(in.unit).gather_rows(in.unit, Tensor::from_vector(rows, {m}, in.unit.device()), picked);
+    const Tensor host = picked.to(Device::cpu);
+    const float* src = host.data<float>();
+    float* out = sample.data<float>();
+    for (std::int64_t r = 0; r < m; ++r)
+      std::copy(src + r * w.d, src + (r + 1) * w.d, out + slots[static_cast<std::size_t>(r)] * w.d);
   }
   comm.all_reduce(sample, CommReduce::sum);
   return sample;
@@ -353,23 +352,22 @@ Chunks make_chunks(std::int64_t n, std::int64_t stride) {
 class Lloyd {
  public:
   Lloyd(const LocalInput& in, const WorldInput& w, std::int64_t K, Communicator& comm)
-      : in_(in), w_(w), K_(K), D_(w.d), comm_(comm), stride_(K * w.d + K + 2),
-        chunks_(make_chunks(in.n, stride_)) {
-    scores_ = Tensor::empty({K, std::max<std::int64_t>(in.n, 1)}, DType::f32, Device::cpu);
-    assignment_ = Tensor::full({in.n}, -1.0, DType::i64, Device::cpu);
-    best_.assign(static_cast<std::size_t>(in.n), 0.0f);
-    arg_.assign(static_cast<std::size_t>(in.n), 0);
-    partial_.assign(static_cast<std::size_t>(chunks_.count * stride_), 0.0);
-    global_ = Tensor::zeros({stride_}, DType::f64, Device::cpu);
+      : in_(in), w_(w), K_(K), D_(w.d), comm_(comm), device_(in.unit.device()), backend_(backend_for(device_)),
+        stride_(K * w.d + K + 2), chunks_(make_chunks(in.n, stride_)) {
+    scores_ = Tensor::empty({K, std::max<std::int64_t>(in.n, 1)}, DType::f32, device_);
+    assignment_ = Tensor::full({in.n}, -1.0, DType::i64, device_);
+    next_ = Tensor::empty({in.n}, DType::i64, device_);
+    best_ = Tensor::empty({in.n}, DType::f32, device_);
+    global_ = Tensor::zeros({stride_}, DType::f64, device_);
   }
 
   // One iteration: assignment, reduction, re-seeding of empty clusters, centroid update.
-  // Only the first `active` centroids compete in the assignment step.
+  // Only the first `active` centroids compete in the assignment step. `centroids` is on the host.
   KMeansIteration step(Tensor& centroids, std::int64_t iter, std::int64_t active) {
     assign(centroids, active);
-    reduce_chunks();
     comm_.all_reduce(global_, CommReduce::sum);
-    double* g = global_.data<double>();
+    Tensor host = global_.to(Device::cpu);
+    double* g = host.data<double>();
     KMeansIteration it;
     it.iter = iter;
     it.objective = g[K_ * D_ + K_] / static_cast<double>(w_.total);
@@ -380,76 +378,32 @@ class Lloyd {
     return it;
   }
 
+  // This rank's assignment, on the points' device.
   const Tensor& assignment() const { return assignment_; }
 
  private:
   // scores^T = centroids x unit^T (one GEMM, [K, n]: with K small, this orientation packs the
-  // large operand faster than unit x centroids^T), then per chunk: the argmax of every token
-  // (ties: lowest index; a pass per cluster over the chunk, branch-free and vectorised across
-  // tokens), and the double sums of the tokens' unit rows, counts, objective and `changed`.
+  // large operand faster than unit x centroids^T), then the argmax of every token over the first
+  // `active` rows (topk with k = 1 of the [n, active] transpose: ties go to the lowest index),
+  // and the double sums of the tokens' unit rows, counts, objective and `changed` in fixed chunks
+  // (cluster_sums).
   void assign(const Tensor& centroids, std::int64_t active) {
-    const std::int64_t n = in_.n, K = K_, D = D_;
+    const std::int64_t n = in_.n;
     if (n > 0) {
       GemmDesc g;
-      g.m = K;
+      g.m = K_;
       g.n = n;
-      g.k = D;
+      g.k = D_;
       g.trans_b = true;
-      backend_for(Device::cpu).gemm(g, centroids, in_.unit, scores_);
+      backend_.gemm(g, centroids.to(device_), in_.unit, scores_);
+      Tensor by_token = Tensor::empty({n, active}, DType::f32, device_);
+      const int transpose[2] = {1, 0};
+      backend_.permute(scores_.rows(0, active), by_token, transpose);
+      Tensor best = best_.reshape({n, 1}), arg = next_.reshape({n, 1});
+      backend_.topk(by_token, 1, best, arg);
     }
-    const float* s = scores_.data<float>();
-    const float* x = n > 0 ? in_.unit.data<float>() : nullptr;
-    std::int64_t* a = assignment_.data<std::int64_t>();
-    cpu::parallel_for(chunks_.count, 1, [&](std::int64_t c0, std::int64_t c1) {
-      for (std::int64_t c = c0; c < c1; ++c) {
-        const std::int64_t t0 = c * chunks_.size, len = std::min(n, t0 + chunks_.size) - t0;
-        float* best = best_.data() + t0;
-        std::int32_t* arg = arg_.data() + t0;
-        std::copy(s + t0, s + t0 + len, best);
-        std::fill(arg, arg + len, 0);
-        for (std::int64_t e = 1; e < active; ++e) {
-          const float* se = s + e * n + t0;
-          const std::int32_t ei = static_cast<std::int32_t>(e);
-#pragma omp simd
-          for (std::int64_t i = 0; i < len; ++i) {
-            const bool higher = se[i] > best[i];
-            best[i] = higher ? se[i] : best[i];
-            arg[i] = higher ? ei : arg[i];
-          }
-        }
-        double* part = partial_.data() + c * stride_;
-        std::fill(part, part + stride_, 0.0);
-        double* counts = part + K * D;
-        double objective = 0, changed = 0;
-        for (std::int64_t i = 0; i < len; ++i) {
-          const std::int64_t e = arg[i];
-          objective += best[i];
-          changed += a[t0 + i] != e ? 1.0 : 0.0;
-          a[t0 + i] = e;
-          counts[e] += 1.0;
-          double* acc = part + e * D;
-          const float* u = x + (t0 + i) * D;
-#pragma omp simd
-          for (std::int64_t j = 0; j < D; ++j) acc[j] += u[j];
-        }
-        part[K * D + K] = objective;
-        part[K * D + K + 1] = changed;
-      }
-    });
-  }
-
-  // global_ = sum of the chunk partials, in chunk order (each element independently).
-  void reduce_chunks() {
-    double* g = global_.data<double>();
-    const double* p = partial_.data();
-    const std::int64_t count = chunks_.count, stride = stride_;
-    cpu::parallel_for(stride, 2048, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) {
-        double v = 0;
-        for (std::int64_t c = 0; c < count; ++c) v += p[c * stride + i];
-        g[i] = v;
-      }
-    });
+    backend_.cluster_sums(in_.unit, best_, next_, assignment_, K_, chunks_.size, global_);
+    std::swap(assignment_, next_);
   }
 
   // Empty clusters take the tokens farthest from their own centroids (lowest best score; ties:
@@ -466,25 +420,27 @@ class Lloyd {
     const std::int64_t m = static_cast<std::int64_t>(empty.size());
     const int P = comm_.size(), me = comm_.rank();
     const std::int64_t want = m + K_;
+    // Rare (only with an empty cluster): the scores and the assignment come to the host.
+    const std::vector<float> best = best_.to_vector<float>();
+    const std::vector<std::int64_t> a = assignment_.to_vector<std::int64_t>();
 
     std::vector<std::int64_t> order(static_cast<std::size_t>(in_.n));
     std::iota(order.begin(), order.end(), std::int64_t{0});
     const std::int64_t mine = std::min(want, in_.n);
-    std::partial_sort(order.begin(), order.begin() + mine, order.end(), [&](std::int64_t a, std::int64_t b) {
-      const float sa = best_[static_cast<std::size_t>(a)], sb = best_[static_cast<std::size_t>(b)];
-      return sa != sb ? sa < sb : in_.ids[a] < in_.ids[b];
+    std::partial_sort(order.begin(), order.begin() + mine, order.end(), [&](std::int64_t x, std::int64_t y) {
+      const float sx = best[static_cast<std::size_t>(x)], sy = best[static_cast<std::size_t>(y)];
+      return sx != sy ? sx < sy : in_.ids[x] < in_.ids[y];
     });
     std::int64_t width = 0;
     for (std::int64_t n : w_.n) width = std::max(width, std::min(want, n));
     // Per candidate: score (double bits), id, current cluster, index on its rank.
     Tensor send = Tensor::zeros({width, 4}, DType::i64, Device::cpu);
-    const std::int64_t* a = assignment_.data<std::int64_t>();
     for (std::int64_t i = 0; i < mine; ++i) {
       const std::int64_t t = order[static_cast<std::size_t>(i)];
       std::int64_t* row = send.data<std::int64_t>() + 4 * i;
-      row[0] = bits_of(static_cast<double>(best_[static_cast<std::size_t>(t)]));
+      row[0] = bits_of(static_cast<double>(best[static_cast<std::size_t>(t)]));
       row[1] = in_.ids[t];
-      row[2] = a[t];
+      row[2] = a[static_cast<std::size_t>(t)];
       row[3] = t;
     }
     Tensor recv = Tensor::empty({P * width, 4}, DType::i64, Device::cpu);
@@ -520,9 +476,9 @@ class Lloyd {
     for (std::int64_t i = 0; i < m; ++i) {
       const Candidate& c = taken[static_cast<std::size_t>(i)];
       if (c.rank != me) continue;
-      const float* u = in_.unit.data<float>() + c.index * D_;
-      std::copy(u, u + D_, rows.data<float>() + i * D_);
-      assignment_.data<std::int64_t>()[c.index] = empty[static_cast<std::size_t>(i)];
+      rows.rows(i, i + 1).copy_from(in_.unit.rows(c.index, c.index + 1));
+      assignment_.rows(c.index, c.index + 1)
+          .copy_from(Tensor::from_vector<std::int64_t>({empty[static_cast<std::size_t>(i)]}, {1}, Device::cpu));
     }
     comm_.all_reduce(rows, CommReduce::sum);
     for (std::int64_t i = 0; i < m; ++i) {
@@ -556,12 +512,15 @@ class Lloyd {
   const WorldInput& w_;
   const std::int64_t K_, D_;
   Communicator& comm_;
-  const std::int64_t stride_;  // per chunk: K * D sums, K counts, objective, changed
+  const Device device_;        // the points' device: every tensor below lives there
+  Backend& backend_;
+  const std::int64_t stride_;  // K * D sums, K counts, objective, changed
   const Chunks chunks_;
-  Tensor scores_, assignment_, global_;
-  std::vector<float> best_;         // per token: cosine to its assigned centroid
-  std::vector<std::int32_t> arg_;   // per token: the argmax of the last assignment step
-  std::vector<double> partial_;   // [chunks, stride_]
+  Tensor scores_;              // [K, n] f32
+  Tensor assignment_;          // [n] i64: the current assignment (-1 before the first step)
+  Tensor next_;                // [n] i64: the argmax of the step being taken
+  Tensor best_;                // [n] f32: per token the cosine to its assigned centroid
+  Tensor global_;              // [stride_] f64: the sums, all-reduced
 };
 
 }  // namespace

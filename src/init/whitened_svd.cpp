@@ -3,126 +3,43 @@
 #include "upcycle/init/whitened_svd.hpp"
 
 #include <algorithm>
-#include <cfloat>
 #include <cmath>
-#include <sstream>
+#include <optional>
 
 #include "upcycle/backend/backend.hpp"
+#include "upcycle/init/whitened_svd_rules.hpp"
 
 namespace upcycle::init {
 
 namespace {
 
-void check_options(const WhitenedSvdOptions& o) {
-  UPCYCLE_CHECK(o.tau >= 0.0 && o.tau <= 1.0, "whitened SVD: tau must be in [0, 1], got ", o.tau);
-  UPCYCLE_CHECK(o.min_rank_frac >= 0.0 && o.min_rank_frac <= 1.0, "whitened SVD: min_rank_frac must be in [0, 1], got ",
-                o.min_rank_frac);
-  UPCYCLE_CHECK(o.chol_eps >= 0.0 && std::isfinite(o.chol_eps), "whitened SVD: chol_eps must be finite and >= 0, got ",
-                o.chol_eps);
-}
-
-// A second moment has a non-negative diagonal and is symmetric. The symmetry check only catches a
-// wrong matrix (a transposed or foreign buffer): sums accumulated in another order, or in f32,
-// differ by ~1e-7 relative, far below 1e-5 of the largest diagonal entry.
-void check_second_moment(const Matrix& g) {
-  double max_diag = 0.0;
-  for (std::int64_t i = 0; i < g.rows; ++i) {
-    UPCYCLE_CHECK(std::isfinite(g(i, i)) && g(i, i) >= 0.0, "whitened SVD: G = X^T X has diagonal entry ", i, " = ",
-                  g(i, i), " (a second moment is finite and >= 0 on the diagonal)");
-    max_diag = std::max(max_diag, g(i, i));
-  }
-  for (std::int64_t i = 0; i < g.rows; ++i)
-    for (std::int64_t j = 0; j < i; ++j) {
-      UPCYCLE_CHECK(std::isfinite(g(i, j)) && std::isfinite(g(j, i)), "whitened SVD: G(", i, ", ", j, ") is not finite");
-      UPCYCLE_CHECK(std::abs(g(i, j) - g(j, i)) <= 1e-5 * max_diag, "whitened SVD: G is not symmetric: G(", i, ", ",
-                    j, ") = ", g(i, j), ", G(", j, ", ", i, ") = ", g(j, i));
-    }
-}
-
 struct Whitener {
   Matrix s;  // lower Cholesky factor of G + jitter I
-  double jitter = 0;
-  bool fallback = false;
-  std::string note;
+  CholeskyJitter jitter;
 };
 
-// chol(G + j I), accepted only when every pivot L_ii^2 is above the rounding level of the
-// factorisation (~ D eps max diag, with a factor 10 of margin): below it, dpotrf "succeeds" on a
-// singular G by chance and S^-1 would amplify rounding noise by 1e8 or more.
-std::optional<Matrix> jittered_cholesky(const Matrix& g, double jitter) {
+// chol(G + j I), accepted only when dpotrf succeeds and its pivots are safe (whitened_svd_rules.hpp).
+std::optional<Matrix> jittered_cholesky(const Matrix& g, const std::vector<double>& diag, double jitter) {
   Matrix a = g;
-  double max_diag = 0.0;
-  for (std::int64_t i = 0; i < a.rows; ++i) {
-    a(i, i) += jitter;
-    max_diag = std::max(max_diag, a(i, i));
-  }
+  for (std::int64_t i = 0; i < a.rows; ++i) a(i, i) += jitter;
   std::optional<Matrix> l = try_cholesky_lower(a);
   if (!l) return std::nullopt;
-  const double floor = 10.0 * static_cast<double>(a.rows) * DBL_EPSILON * max_diag;
-  for (std::int64_t i = 0; i < a.rows; ++i)
-    if (!((*l)(i, i) * (*l)(i, i) > floor)) return std::nullopt;
+  std::vector<double> pivots(static_cast<std::size_t>(a.rows));
+  for (std::int64_t i = 0; i < a.rows; ++i) pivots[static_cast<std::size_t>(i)] = (*l)(i, i);
+  if (!cholesky_pivots_safe(pivots, max_jittered_diagonal(diag, jitter))) return std::nullopt;
   return l;
 }
 
 Whitener whiten(const Matrix& g, double chol_eps) {
-  const std::int64_t D = g.rows;
-  double mean_diag = 0.0;
-  for (std::int64_t i = 0; i < D; ++i) mean_diag += g(i, i);
-  mean_diag /= static_cast<double>(D);
-
+  std::vector<double> diag(static_cast<std::size_t>(g.rows));
+  for (std::int64_t i = 0; i < g.rows; ++i) diag[static_cast<std::size_t>(i)] = g(i, i);
   Whitener w;
-  if (mean_diag > 0.0) {
-    w.jitter = chol_eps * mean_diag;
-    if (std::optional<Matrix> l = jittered_cholesky(g, w.jitter)) {
-      w.s = std::move(*l);
-      return w;
-    }
-  }
-  // Fallback: relative jitters 10^k max(chol_eps, 1e-10) mean(diag), or absolute 10^(k-1) 1e-6
-  // on an all-zero diagonal (G = 0: a cluster without tokens), k = 1..8.
-  constexpr int kTries = 8;
-  const double base = mean_diag > 0.0 ? std::max(chol_eps, 1e-10) * mean_diag : 1e-7;
-  double jitter = base;
-  for (int k = 1; k <= kTries; ++k) {
-    jitter = base * std::pow(10.0, k);  // not a running product: 1e-6 stays 1e-6 to the last bit
-    if (std::optional<Matrix> l = jittered_cholesky(g, jitter)) {
-      std::ostringstream note;
-      note << "whitened SVD: G + " << chol_eps << " * mean(diag G) I (mean(diag G) = " << mean_diag
-           << ") is not numerically positive definite (D = " << D
-           << (mean_diag > 0.0 ? ", G singular or indefinite" : ", G = 0") << "); used jitter " << jitter;
-      if (mean_diag > 0.0) note << " = " << jitter / mean_diag << " * mean(diag G)";
-      note << " after " << k << (k == 1 ? " retry" : " retries");
-      w.s = std::move(*l);
-      w.jitter = jitter;
-      w.fallback = true;
-      w.note = note.str();
-      return w;
-    }
-  }
-  UPCYCLE_THROW("whitened SVD: G + j I is not positive definite for any jitter j up to ", jitter,
-                " (mean(diag G) = ", mean_diag, ", D = ", D, ", ", kTries,
-                " retries x10 each): the second moment is far from positive semi-definite (wrong accumulation?)");
-}
-
-// The rank: the smallest r with cumulative energy >= tau, then the floor and the cap.
-std::int64_t choose_rank(const std::vector<double>& sigma, double tau, double min_rank_frac, std::int64_t d) {
-  const std::int64_t k = static_cast<std::int64_t>(sigma.size());
-  double total = 0.0;
-  for (double s : sigma) total += s * s;
-  std::int64_t r = 0;
-  if (total > 0.0) {
-    if (tau >= 1.0) {
-      // tau = 1: every non-zero singular value. The cumulative sum can reach the total in floating
-      // point before the smallest ones (sigma_l^2 below an ulp of the total) are included.
-      r = static_cast<std::int64_t>(std::count_if(sigma.begin(), sigma.end(), [](double s) { return s > 0.0; }));
-    } else {
-      double cum = 0.0;
-      for (; r < k && cum < tau * total; ++r) cum += sigma[static_cast<std::size_t>(r)] * sigma[static_cast<std::size_t>(r)];
-    }
-  }
-  // ceil(min_rank_frac d), robust to products such as 0.3 * 10 = 3.0000000000000004.
-  const auto floor_rank = static_cast<std::int64_t>(std::ceil(min_rank_frac * static_cast<double>(d) - 1e-9));
-  return std::min(std::max(r, floor_rank), k);
+  w.jitter = choose_cholesky_jitter(mean_diagonal(diag), chol_eps, g.rows, [&](double jitter) {
+    std::optional<Matrix> l = jittered_cholesky(g, diag, jitter);
+    if (l) w.s = std::move(*l);
+    return l.has_value();
+  });
+  return w;
 }
 
 // Gaussian [rows, cols] from the next 2 rows cols words of `rng` (the Backend::normal formula).
@@ -169,9 +86,13 @@ Matrix truncated_product(const Svd& f, std::int64_t r) {
 
 }  // namespace
 
+Matrix random_subspace_basis(std::int64_t d, std::int64_t rank, RngStream& rng) {
+  return orthonormal_complement(Matrix(), gaussian(d, rank, rng));
+}
+
 WhitenedSvdResult whitened_truncated_svd(const Tensor& w1, const Tensor& second_moment,
                                          const WhitenedSvdOptions& options) {
-  check_options(options);
+  check_whitened_svd_options(options);
   UPCYCLE_CHECK(w1.defined() && w1.ndim() == 2, "whitened SVD: w1 must be a 2-D [F, D] matrix, got ", describe(w1));
   const std::int64_t F = w1.dim(0), D = w1.dim(1);
   UPCYCLE_CHECK(F > 0 && D > 0, "whitened SVD: empty w1 ", describe(w1));
@@ -188,31 +109,25 @@ WhitenedSvdResult whitened_truncated_svd(const Tensor& w1, const Tensor& second_
 
   WhitenedSvdResult res;
   res.sigma = f.sigma;
-  res.jitter = wh.jitter;
-  res.fallback = wh.fallback;
-  res.note = wh.note;
-  res.rank = choose_rank(f.sigma, options.tau, options.min_rank_frac, D);
-  const auto r = static_cast<std::size_t>(res.rank);
-  double kept = 0.0, dropped = 0.0;
-  for (std::size_t l = 0; l < r; ++l) kept += f.sigma[l] * f.sigma[l];
-  for (std::size_t l = f.sigma.size(); l-- > r;) dropped += f.sigma[l] * f.sigma[l];  // small ones first
-  res.dropped_sq = dropped;
-  res.energy_kept = kept + dropped > 0.0 ? kept / (kept + dropped) : 1.0;
+  res.jitter = wh.jitter.jitter;
+  res.fallback = wh.jitter.fallback;
+  res.note = wh.jitter.note;
+  res.rank = whitened_svd_rank(f.sigma, options.tau, options.min_rank_frac, D);
+  TruncationEnergy energy = truncation_energy(f.sigma, res.rank);
 
   Matrix m;
   if (options.random_subspace != nullptr && res.rank > 0) {
     // The control: the same rank, a random subspace of the whitened input space.
-    const Matrix q = orthonormal_complement(Matrix(), gaussian(D, res.rank, *options.random_subspace));
+    const Matrix q = random_subspace_basis(D, res.rank, *options.random_subspace);
     const Matrix ws = matmul(w, wh.s);
     m = matmul(matmul(ws, q), q, false, true);  // W1 S Q Q^T
-    double total = 0.0;
-    for (double s : f.sigma) total += s * s;
     const double in = frobenius_norm(matmul(ws, q));
-    res.energy_kept = total > 0.0 ? in * in / total : 1.0;
-    res.dropped_sq = std::max(0.0, total - in * in);
+    energy = subspace_energy(f.sigma, in * in);
   } else {
     m = truncated_product(f, res.rank);  // U_r Sigma_r V_r^T
   }
+  res.energy_kept = energy.energy_kept;
+  res.dropped_sq = energy.dropped_sq;
   // W1_r = M S^-1: solve X S = M for X.
   const Matrix w1_r = res.rank > 0 ? solve_triangular(wh.s, Triangle::lower, m, Side::right) : m;
   res.w1 = to_tensor(w1_r, w1.dtype());

@@ -1,8 +1,8 @@
 #include "upcycle/train/calibration.hpp"
 
 #include <chrono>
-#include <cstring>
 
+#include "upcycle/backend/backend.hpp"
 #include "upcycle/core/rng.hpp"
 #include "upcycle/train/batch_stager.hpp"
 
@@ -27,12 +27,16 @@ Calibration calibrate(Task& task, const std::vector<std::int64_t>& blocks, const
   const auto t0 = std::chrono::steady_clock::now();
   auto& model_blocks = task.blocks();
   const std::size_t nb = blocks.size();
-  std::vector<std::vector<float>> points(nb);
+  // The kept tokens stay on the model's device (a GPU in a CUDA run, where cluster upcycling then
+  // runs): per block the kept rows of each batch, gathered there, joined at the end.
+  const Device device = task.device();
+  std::vector<std::vector<Tensor>> pieces(nb);
   std::vector<std::vector<std::int64_t>> ids(nb);
   const std::uint32_t threshold = static_cast<std::uint32_t>(
       std::min(4294967295.0, options.token_frac * 4294967296.0));
   // Which (row, position) of the current batch are kept: computed once per batch, used by every block.
   std::vector<std::int64_t> kept_rows, kept_ids;
+  Tensor kept_index;  // kept_rows on the model's device
   std::int64_t D = 0;
 
   ObserverScope scope;
@@ -42,15 +46,11 @@ Calibration calibrate(Task& task, const std::vector<std::int64_t>& blocks, const
     nn::TransformerBlock* b = &model_blocks[static_cast<std::size_t>(blocks[i])];
     scope.blocks.push_back(b);
     b->ffn_input_observer = [&, i](const Tensor& u) {
-      const Tensor h = u.to(Device::cpu);
-      D = h.dim(h.ndim() - 1);
-      const float* src = h.data<float>();
-      auto& p = points[i];
-      const std::size_t at = p.size();
-      p.resize(at + kept_rows.size() * static_cast<std::size_t>(D));
-      for (std::size_t r = 0; r < kept_rows.size(); ++r)
-        std::memcpy(p.data() + at + r * static_cast<std::size_t>(D), src + kept_rows[r] * D,
-                    static_cast<std::size_t>(D) * sizeof(float));
+      D = u.dim(u.ndim() - 1);
+      if (kept_rows.empty()) return;
+      Tensor kept = Tensor::empty({static_cast<std::int64_t>(kept_rows.size()), D}, DType::f32, u.device());
+      backend_of(u).gather_rows(u.reshape({-1, D}), kept_index, kept);
+      pieces[i].push_back(std::move(kept));
       ids[i].insert(ids[i].end(), kept_ids.begin(), kept_ids.end());
     };
   }
@@ -81,6 +81,8 @@ Calibration calibrate(Task& task, const std::vector<std::int64_t>& blocks, const
           kept_ids.push_back(id);
         }
       }
+    if (!kept_rows.empty())
+      kept_index = Tensor::from_vector(kept_rows, {static_cast<std::int64_t>(kept_rows.size())}, device);
     task.loss(stager.stage(batch), nullptr);  // the observers record the kept tokens of every block
     Tensor n = Tensor::from_vector<std::int64_t>({static_cast<std::int64_t>(kept_ids.size())}, {1}, Device::cpu);
     world.all_reduce(n);
@@ -93,11 +95,15 @@ Calibration calibrate(Task& task, const std::vector<std::int64_t>& blocks, const
   for (std::size_t i = 0; i < nb; ++i) {
     const std::int64_t n = static_cast<std::int64_t>(ids[i].size());
     init::CalibrationShard s;
-    s.points = Tensor::empty({n, D}, DType::f32, Device::cpu);
-    if (n > 0) std::memcpy(s.points.data<float>(), points[i].data(), points[i].size() * sizeof(float));
+    s.points = Tensor::empty({n, D}, DType::f32, device);
+    std::int64_t at = 0;
+    for (const Tensor& p : pieces[i]) {
+      s.points.rows(at, at + p.dim(0)).copy_from(p);
+      at += p.dim(0);
+    }
     s.global_ids = Tensor::from_vector<std::int64_t>(ids[i], {n}, Device::cpu);
     out.bytes_local += static_cast<std::int64_t>(s.points.nbytes() + s.global_ids.nbytes());
-    points[i] = {};
+    pieces[i] = {};
     out.blocks.push_back(std::move(s));
   }
   Tensor b = Tensor::from_vector<std::int64_t>({out.bytes_local}, {1}, Device::cpu);

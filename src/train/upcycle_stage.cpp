@@ -286,9 +286,13 @@ void run_upcycle_stage(const Config& cfg, std::shared_ptr<Communicator> world) {
     report.add_raw("calibration", cal.str());
     char mib[32];
     std::snprintf(mib, sizeof mib, "%.3g", static_cast<double>(r.calibration.bytes_max) / (1 << 20));
+    const Device where = r.calibration.blocks.front().points.device();
     log_info("[upcycle] calibration: " + std::to_string(r.calibration.global_tokens) + " tokens per block from " +
              std::to_string(r.calibration.batches) + " batches, " + mib + " MiB per rank at most" +
-             (r.calibration.exhausted ? " (one epoch ended first)" : ""));
+             (r.calibration.exhausted ? " (one epoch ended first)" : "") +
+             (where == Device::cpu ? std::string()
+                                   : std::string(", kept on ") + device_name(where) +
+                                         " (k-means, second moments and whitened SVDs run there)"));
   }
   std::string blocks = "[";
   for (std::size_t i = 0; i < r.blocks.size(); ++i) {

@@ -1532,6 +1532,99 @@ void moe_dispatch_cases(const Sink& run) {
 }
 
 // =================================================================================================
+// clustering (spherical k-means)
+// =================================================================================================
+
+// normalize_rows. Both sides sum a row's squares in double, in different orders: a sum of D
+// non-negative terms in any order is within D u of the exact one, sqrt halves that and 1 / norm
+// and the product add a rounding each, so the norms and the f64 units agree to rtol (D + 4) eps64.
+// An f32 unit is that double value rounded to f32: the two double values, (D + 4) eps64 apart,
+// round to the same f32 or to neighbours, one ulp <= eps32 |value| apart: rtol eps32. Special
+// rows: all zero and a denormal (norm 0 or tiny, computed exactly in double), +-inf and NaN
+// (norm inf or NaN, unit zeros), and values whose squares overflow f32 but not double.
+void normalize_rows_cases(const Sink& run) {
+  Seq seed{36000};
+  const std::vector<Shape> shapes = {{0, 7}, {1, 1}, {1, 33}, {5, 1000}, {3, 4097}, {2, 50000}, {300, 65}, {7, 0}};
+  for (DType dt : kFloats)
+    for (const Shape& s : shapes) {
+      const RowsCols rc{s.dim(0), s.dim(1)};  // [7, 0] has 7 rows (of norm 0)
+      Tensor x = host_normal(s, dt, seed(), 0, 3);
+      if (rc.cols > 0) {
+        std::vector<double> v = values_of(x);
+        const std::vector<double> specials = {0.0, 1e-40, kInf, -kInf, kNaN, 3e30};
+        for (std::int64_t r = 1; r < rc.rows && r <= static_cast<std::int64_t>(specials.size()); ++r) {
+          const double sp = specials[static_cast<std::size_t>(r - 1)];
+          for (std::int64_t j = 0; j < rc.cols; ++j) {
+            double& e = v[static_cast<std::size_t>(r * rc.cols + j)];
+            // zero / denormal rows entirely; one special element in the others
+            if (sp == 0.0 || sp == 1e-40) e = (sp == 0.0 || j == 0) ? sp : 0.0;
+            else if (j == rc.cols / 2) e = sp;
+            else if (sp == 3e30) e *= 1e29;
+          }
+        }
+        x = host_values(v, s, dt);
+      }
+      Case c("normalize_rows", dt_name(dt), s.str());
+      const int xi = c.in(x);
+      Tolerance unit_tol;
+      unit_tol.rtol = dt == DType::f32 ? eps_of(DType::f32) : static_cast<double>(rc.cols + 4) * eps_of(DType::f64);
+      Tolerance norm_tol;
+      norm_tol.rtol = static_cast<double>(rc.cols + 4) * eps_of(DType::f64);
+      const int yi = c.out("out", host_sentinel(s, dt), unit_tol);
+      const int ni = c.out("norms", host_sentinel({rc.rows}, DType::f64), norm_tol.allow_nan());
+      c.call = [xi, yi, ni](Backend& be, Args& t) { be.normalize_rows(t[xi], t[yi], t[ni]); };
+      run(c);
+    }
+  // In place (out is x), as the contract allows.
+  for (DType dt : kFloats) {
+    Case c("normalize_rows", dt_name(dt), "[300, 65]", "in place");
+    Tolerance unit_tol;
+    unit_tol.rtol = dt == DType::f32 ? eps_of(DType::f32) : 69.0 * eps_of(DType::f64);
+    const int xi = c.out("x", host_normal({300, 65}, dt, seed(), 1, 2), unit_tol);
+    Tolerance norm_tol;
+    norm_tol.rtol = 69.0 * eps_of(DType::f64);
+    const int ni = c.out("norms", host_sentinel({300}, DType::f64), norm_tol);
+    c.call = [xi, ni](Backend& be, Args& t) { be.normalize_rows(t[xi], t[xi], t[ni]); };
+    run(c);
+  }
+}
+
+struct ClusterSpec {
+  std::int64_t rows, dim, clusters, chunk_rows;
+};
+
+// cluster_sums: the contract fixes the order of every addition (chunks of chunk_rows rows, rows in
+// order, partials in chunk order), so exact. Chunks of 1 row, of a few, of 1024 (k-means' size),
+// one chunk for all rows, and a last chunk that is short; previous values of -1 (first step),
+// equal to the assignment and different. An element summed in another order (by rows overall, or
+// by atomics) misses the exact tier.
+void cluster_sums_cases(const Sink& run) {
+  Seq seed{37000};
+  const std::vector<ClusterSpec> specs = {{0, 4, 3, 16},   {1, 1, 1, 1},      {33, 7, 3, 1},    {33, 7, 3, 5},
+                                          {1000, 33, 8, 64}, {4097, 16, 6, 1024}, {4097, 65, 2, 5000},
+                                          {5000, 3, 40, 7}};
+  for (DType dt : kFloats)
+    for (const ClusterSpec& sp : specs) {
+      Case c("cluster_sums", dt_name(dt),
+             "[" + std::to_string(sp.rows) + ", " + std::to_string(sp.dim) + "] K " + std::to_string(sp.clusters),
+             "chunk_rows " + std::to_string(sp.chunk_rows));
+      const Shape pts{sp.rows, sp.dim};
+      const int x = c.in(host_normal(pts, dt, seed(), 0.5, 2));
+      const int score = c.in(host_uniform({sp.rows}, dt, seed(), -1, 1));
+      std::vector<double> a = values_of(host_ints({sp.rows}, DType::i64, seed(), 0, sp.clusters));
+      std::vector<double> prev = values_of(host_ints({sp.rows}, DType::i64, seed(), -1, sp.clusters));
+      for (std::size_t i = 0; i < prev.size(); i += 3) prev[i] = a[i];  // a third unchanged
+      const int ai = c.in(host_values(a, {sp.rows}, DType::i64));
+      const int pi = c.in(host_values(prev, {sp.rows}, DType::i64));
+      const int y = c.out("out", host_sentinel({sp.clusters * sp.dim + sp.clusters + 2}, DType::f64), exact_match());
+      c.call = [x, score, ai, pi, y, sp](Backend& be, Args& t) {
+        be.cluster_sums(t[x], t[score], t[ai], t[pi], sp.clusters, sp.chunk_rows, t[y]);
+      };
+      run(c);
+    }
+}
+
+// =================================================================================================
 // optimiser
 // =================================================================================================
 
@@ -1738,6 +1831,21 @@ void moe_dispatch_errors(const Sink& run) {
   run(c);
 }
 
+void cluster_sums_errors(const Sink& run) {
+  for (double bad : {3.0, -1.0}) {
+    Case c = error_case("cluster_sums", "assignment " + num(bad) + " of K = 3");
+    const int x = c.in(host_uniform({4, 2}, DType::f32, 8, -1, 1));
+    const int score = c.in(host_uniform({4}, DType::f32, 9, -1, 1));
+    const int a = c.in(host_values({0, 2, bad, 1}, {4}, DType::i64));
+    const int prev = c.in(host_values({-1, -1, -1, -1}, {4}, DType::i64));
+    const int y = c.in(host_sentinel({3 * 2 + 3 + 2}, DType::f64));
+    c.call = [x, score, a, prev, y](Backend& be, Args& t) {
+      be.cluster_sums(t[x], t[score], t[a], t[prev], 3, 2, t[y]);
+    };
+    run(c);
+  }
+}
+
 void cross_entropy_errors(const Sink& run) {
   Case c = error_case("cross_entropy", "target 5 of 5 classes");
   const int x = c.in(host_normal({3, 5}, DType::f32, 7, 0, 1));
@@ -1796,6 +1904,8 @@ const Entry kEntries[] = {
     {"topk", topk_cases, nullptr},
     {"argsort", argsort_cases, nullptr},
     {"moe_dispatch", moe_dispatch_cases, moe_dispatch_errors},
+    {"normalize_rows", normalize_rows_cases, nullptr},
+    {"cluster_sums", cluster_sums_cases, cluster_sums_errors},
     {"adamw", adamw_cases, nullptr},
     {"ema", ema_cases, nullptr},
 };

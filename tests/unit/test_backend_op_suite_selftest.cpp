@@ -45,7 +45,7 @@ const std::set<std::string> kKernels = {
     "cross_entropy", "cross_entropy_backward", "layernorm", "layernorm_backward", "rmsnorm",
     "rmsnorm_backward", "gather_rows", "index_add_rows", "gather_last",    "scatter_add_last",
     "topk",          "argsort",       "moe_dispatch",   "adamw",
-    "ema"};
+    "ema",           "normalize_rows", "cluster_sums"};
 
 enum class Fault {
   none,
@@ -56,6 +56,7 @@ enum class Fault {
   uniform_bit_flipped,    // the lowest mantissa bit of one element flipped
   gather_rows_not_written,  // the output left as it was
   argsort_throws,         // an exception instead of a result
+  cluster_sums_reordered, // the rows summed in one pass instead of the contract's chunks
 };
 
 const char* fault_name(Fault f) {
@@ -68,6 +69,7 @@ const char* fault_name(Fault f) {
     case Fault::uniform_bit_flipped: return "uniform_bit_flipped";
     case Fault::gather_rows_not_written: return "gather_rows_not_written";
     case Fault::argsort_throws: return "argsort_throws";
+    case Fault::cluster_sums_reordered: return "cluster_sums_reordered";
   }
   return "?";
 }
@@ -85,6 +87,7 @@ const char* faulty_kernel(Fault f) {
     case Fault::uniform_bit_flipped: return "uniform";
     case Fault::gather_rows_not_written: return "gather_rows";
     case Fault::argsort_throws: return "argsort";
+    case Fault::cluster_sums_reordered: return "cluster_sums";
     case Fault::none: break;
   }
   return "";
@@ -325,6 +328,15 @@ class ForwardingBackend : public Backend {
     note("ema");
     base_.ema(tensors, momentum);
   }
+  void normalize_rows(const Tensor& x, Tensor& out, Tensor& norms) override {
+    note("normalize_rows");
+    base_.normalize_rows(x, out, norms);
+  }
+  void cluster_sums(const Tensor& points, const Tensor& score, const Tensor& assignment, const Tensor& previous,
+                    std::int64_t clusters, std::int64_t chunk_rows, Tensor& out) override {
+    note("cluster_sums");
+    base_.cluster_sums(points, score, assignment, previous, clusters, chunk_rows, out);
+  }
 
  protected:
   void note(const char* kernel) { called_.insert(kernel); }
@@ -371,6 +383,15 @@ class FaultyBackend final : public ForwardingBackend {
                     Tensor& kept_slots, Tensor& kept_tokens, Tensor& slot_dropped) override {
     ForwardingBackend::moe_dispatch(indices, num_experts, capacity, counts, kept_slots, kept_tokens, slot_dropped);
     if (fault_ == Fault::moe_dispatch_count_off) counts.data<std::int64_t>()[0] += 1;
+  }
+  // The same sums with every row in one pass (chunk_rows ignored): right up to rounding, but not
+  // the order the contract fixes.
+  void cluster_sums(const Tensor& points, const Tensor& score, const Tensor& assignment, const Tensor& previous,
+                    std::int64_t clusters, std::int64_t chunk_rows, Tensor& out) override {
+    const std::int64_t n = points.dim(0);
+    ForwardingBackend::cluster_sums(points, score, assignment, previous, clusters,
+                                    fault_ == Fault::cluster_sums_reordered ? std::max<std::int64_t>(n, 1) : chunk_rows,
+                                    out);
   }
 
  private:
@@ -630,6 +651,28 @@ class ReroundedBackend final : public ForwardingBackend {
       for (std::int64_t j = 0; j < d; ++j) out.data<float>()[row * d + j] += src.data<float>()[i * d + j];
     }
   }
+  // The squares of a row in eight strided double partials added pairwise (a warp's order), then
+  // the unit row from that norm.
+  void normalize_rows(const Tensor& x, Tensor& out, Tensor& norms) override {
+    const Tensor xd = x.to(DType::f64).clone();         // before the call: out may be x
+    ForwardingBackend::normalize_rows(x, out, norms);  // validates; the values are overwritten
+    const std::int64_t n = x.dim(0), d = x.dim(1);
+    for (std::int64_t r = 0; r < n; ++r) {
+      const double* xr = xd.data<double>() + r * d;
+      double part[8] = {};
+      for (std::int64_t j = 0; j < d; ++j) part[j % 8] += xr[j] * xr[j];
+      for (int w = 4; w > 0; w /= 2)
+        for (int t = 0; t < w; ++t) part[t] += part[t + w];
+      const double norm = std::sqrt(part[0]);
+      norms.data<double>()[r] = norm;
+      const bool scalable = std::isfinite(norm) && norm != 0.0;
+      for (std::int64_t j = 0; j < d; ++j) {
+        const double v = scalable ? xr[j] * (1.0 / norm) : 0.0;
+        if (out.dtype() == DType::f32) out.data<float>()[r * d + j] = static_cast<float>(v);
+        else out.data<double>()[r * d + j] = v;
+      }
+    }
+  }
   void adamw(const std::vector<AdamWTensor>& tensors, const AdamWStep& s) override {
     note("adamw");
     for (const AdamWTensor& a : tensors) {
@@ -793,7 +836,8 @@ TEST_P(InjectedFault, IsReportedUnderItsKernelOnly) {
 INSTANTIATE_TEST_SUITE_P(Faults, InjectedFault,
                          ::testing::Values(Fault::softmax_value_off, Fault::layernorm_nan, Fault::topk_index_swapped,
                                            Fault::moe_dispatch_count_off, Fault::uniform_bit_flipped,
-                                           Fault::gather_rows_not_written, Fault::argsort_throws),
+                                           Fault::gather_rows_not_written, Fault::argsort_throws,
+                                           Fault::cluster_sums_reordered),
                          [](const ::testing::TestParamInfo<Fault>& info) { return std::string(fault_name(info.param)); });
 
 class CorrectButRoundedDifferently : public ::testing::TestWithParam<Rounding> {};

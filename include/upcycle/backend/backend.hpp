@@ -232,6 +232,26 @@ class Backend : public DeviceRuntime {
   virtual void moe_dispatch(const Tensor& indices, std::int64_t num_experts, std::int64_t capacity,
                             Tensor& counts, Tensor& kept_slots, Tensor& kept_tokens, Tensor& slot_dropped) = 0;
 
+  // --- clustering (the Lloyd steps of init/spherical_kmeans.hpp) ---
+  // Rows scaled to unit length: norms[i] = ||x[i, :]|| with the squares summed in float64 (f32
+  // rows too), out[i, :] = x[i, :] * (1 / norms[i]) computed in float64 and rounded to out's dtype.
+  // A row whose norm is 0 or not finite is written as zeros (callers check `norms`). x and out
+  // [n, D] of one floating dtype (out may be x), norms [n] f64.
+  virtual void normalize_rows(const Tensor& x, Tensor& out, Tensor& norms) = 0;
+  // The sums of one k-means assignment step, in float64 and in a fixed order. points [n, D]
+  // (f32 or f64), score [n] (points' dtype), assignment [n] i64 with values in [0, K), previous
+  // [n] i64 (any values; -1 = none). out [K D + K + 2] f64 receives
+  //   [the sum of the points of each cluster (K rows of D), the size of each cluster (K),
+  //    sum_i score[i], the number of i with assignment[i] != previous[i]].
+  // The rows are taken in chunks of chunk_rows consecutive rows: within a chunk every sum runs in
+  // row order from 0.0, and the chunk partials are added in chunk order from 0.0. So the bits
+  // depend on chunk_rows only, not on threads or the device: every backend gives the same out.
+  // Uses ceil(n / chunk_rows) (K D + K + 2) doubles of workspace(). An assignment outside
+  // [0, K) is an error.
+  virtual void cluster_sums(const Tensor& points, const Tensor& score, const Tensor& assignment,
+                            const Tensor& previous, std::int64_t clusters, std::int64_t chunk_rows,
+                            Tensor& out) = 0;
+
   // --- optimisers ---
   // One AdamW step in place over every tensor at once (decoupled weight decay, bias-corrected
   // moments): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).

@@ -62,8 +62,8 @@ struct UpcycleOptions {
 
 // This rank's calibration tokens of one block: the FFN inputs u = LN2(h), unnormalised.
 struct CalibrationShard {
-  Tensor points;      // [n, D] f32
-  Tensor global_ids;  // [n] i64, unique over all ranks
+  Tensor points;      // [n, D] f32 on the model's device: cluster upcycling runs where they are
+  Tensor global_ids;  // [n] i64 on the host, unique over all ranks
 };
 
 // What the initialisation of one block found, for the log, the report and the checkpoint.

@@ -18,6 +18,14 @@
 //            and re-seeded nothing.
 // Sharding only changes the order of the double sums (and of the f32 score GEMM's blocks), so
 // every rank count gives the same result up to that rounding.
+//
+// Devices: the tokens stay on the device of `points` (the calibration's GPU in a CUDA run). The
+// Lloyd steps are Backend kernels there (the score GEMM, topk for the argmax, cluster_sums for the
+// sums in double), the same code on the CPU and on a GPU: a GPU gives the CPU's sums bit for bit
+// for the same assignments, and its scores (cuBLAS, f32, TF32 only with run.allow_tf32) differ
+// from the CPU's by rounding, so only a token within rounding of a tie can be assigned otherwise.
+// The k-means++ seeding runs on the host on the gathered sample (init_sample rows at most); the
+// host also updates the K centroids from the reduced sums each iteration.
 #include <cstdint>
 #include <vector>
 
@@ -43,8 +51,8 @@ struct KMeansIteration {
 };
 
 struct KMeansResult {
-  Tensor centroids;                   // [K, D] f32, unit rows, identical on every rank
-  Tensor assignment;                  // [n_local] i64, this rank's tokens
+  Tensor centroids;                   // [K, D] f32 on the host, unit rows, identical on every rank
+  Tensor assignment;                  // [n_local] i64 on the points' device, this rank's tokens
   std::vector<std::int64_t> sizes;    // final global sizes
   std::vector<KMeansIteration> history;
   bool converged = false;             // stopped because no assignment changed

@@ -57,6 +57,18 @@ struct WhitenedSvdResult {
 WhitenedSvdResult whitened_truncated_svd(const Tensor& w1, const Tensor& second_moment,
                                          const WhitenedSvdOptions& options);
 
+// The same result computed on the device of `second_moment` (a GPU in a CUDA run: cuSOLVER and
+// cuBLAS through device_linalg.hpp, and Backend kernels; host tensors take the same steps with
+// LAPACKE). It calls the host path's rules (whitened_svd_rules.hpp): the same checks and messages,
+// jitter and fallback, pivot floor, rank rule, energies, notes and random subspace. It differs in
+// the factorisation: W1 S's singular values and right vectors come from the eigen-decomposition of
+// (W1 S)^T (W1 S), and W1_r = W1 S V_r V_r^T S^-1 (src/init/whitened_svd_device.cpp says why).
+// Singular values below ~1e-8 sigma_1 are therefore not resolved (reported as tiny or 0), which
+// only tau = 1 can see in the rank. w1 comes back on that device in w1's dtype; only a few vectors
+// (the diagonal, the eigenvalues, the pivots, status words) travel to the host.
+WhitenedSvdResult whitened_truncated_svd_on_device(const Tensor& w1, const Tensor& second_moment,
+                                                   const WhitenedSvdOptions& options);
+
 // drop_svd: W = U S V^T (thin, k = min(m, n)); keep the top `kept` = round(keep_frac * k)
 // singular triplets exactly; replace the singular vectors of the other k - kept (columns of U and
 // of V) by random orthonormal vectors orthogonal to the kept ones; keep S. The random vectors are

@@ -5,6 +5,8 @@
 // (upcycle.calib_token_frac), chosen by a hash of the token's global identity (sample id, position),
 // so the kept set is the same whatever the number of ranks, and the pass stops once
 // upcycle.calib_tokens tokens are kept over all ranks (or after one epoch of the training data).
+// The kept tokens stay on the model's device (gathered there batch by batch), so in a CUDA run
+// they never travel to the host.
 #include <cstdint>
 #include <vector>
 

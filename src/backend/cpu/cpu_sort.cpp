@@ -49,6 +49,21 @@ void topk_typed(const Tensor& x, std::int64_t k, Tensor& values, Tensor& idx, st
   T* pv = values.data<T>();
   std::int64_t* pi = idx.data<std::int64_t>();
   const std::int64_t grain = (16384 + cols - 1) / std::max<std::int64_t>(1, cols);
+  if (k == 1) {
+    // The argmax (spherical k-means calls it on every token each iteration): one scan, keeping the
+    // first of equal values, is the first element of the Descending order without sorting.
+    cpu::parallel_for(rows, grain, [&](std::int64_t r0, std::int64_t r1) {
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const T* xr = px + r * cols;
+        std::int64_t best = 0;
+        for (std::int64_t c = 1; c < cols; ++c)
+          if (greater(xr[c], xr[best])) best = c;
+        pv[r] = xr[best];
+        pi[r] = best;
+      }
+    });
+    return;
+  }
   cpu::parallel_for(rows, grain, [&](std::int64_t r0, std::int64_t r1) {
     std::vector<std::int64_t> order(static_cast<std::size_t>(cols));  // one per chunk
     for (std::int64_t r = r0; r < r1; ++r) {
