@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A one-node Slurm cluster on this machine, for the slurm test and for trying the batch scripts:
-# munged, slurmctld and slurmd on localhost with slurm/local/slurm.conf.in, everything (key,
-# config, state, logs, sockets) under one scratch directory, nothing under /etc or /run.
+# munged, slurmctld and slurmd on localhost with slurm/local/slurm.conf.in (and two stand-in GPUs
+# from slurm/local/gres.conf that Slurm only counts), everything (key, config, state, logs,
+# sockets) under one scratch directory, nothing under /etc or /run.
 #
 #   launch/slurm_local.sh start [DIR]   start the daemons; prints the line to source for the clients
 #   launch/slurm_local.sh stop [DIR]    cancel the cluster's jobs, stop exactly the daemons started
@@ -21,6 +22,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 template="$root/slurm/local/slurm.conf.in"
+gres="$root/slurm/local/gres.conf"
 
 say() { echo "slurm_local: $*"; }
 die() {
@@ -142,7 +144,7 @@ start_cluster() {
   for p in munged munge unmunge slurmctld slurmd sinfo scontrol; do
     command -v "$p" >/dev/null || die "$p not found: install the Debian packages slurm-wlm and munge"
   done
-  [[ -f "$template" ]] || die "$template missing"
+  [[ -f "$template" && -f "$gres" ]] || die "$template or $gres missing"
   if [[ -f "$pids_file" ]]; then
     if status_cluster >/dev/null; then die "a cluster already runs from $dir (stop it first)"; fi
     stop_cluster
@@ -176,6 +178,7 @@ start_cluster() {
   sed -e "s|@HOST@|$host|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEMORY_MB@|$mem_mb|g" -e "s|@CTLD_PORT@|$ctld_port|g" \
     -e "s|@SLURMD_PORT@|$slurmd_port|g" -e "s|@MUNGE_SOCKET@|$socket|g" -e "s|@STATE@|$dir/state|g" \
     "$template" >"$dir/slurm.conf"
+  cp "$gres" "$dir/gres.conf"  # slurmd reads it from the directory of slurm.conf
   export SLURM_CONF="$dir/slurm.conf"
   echo "export SLURM_CONF=$dir/slurm.conf" >"$dir/env"
 

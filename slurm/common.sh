@@ -72,6 +72,13 @@ job_prepare() {
   run_dir=$(ini_value run dir)
   [[ -n "$run_dir" ]] || die 2 "run.dir is empty"
   [[ "$run_dir" == /* ]] || run_dir="$submit_dir/$run_dir"
+  # The first attempt of a job finds its default directory empty; one with files belongs to an
+  # earlier job of the same id (the cluster's job ids started again) and must not be resumed.
+  local named=0 a
+  for a in "${user_overrides[@]}"; do [[ "$a" == --run.dir=* ]] && named=1; done
+  if ((restarts == 0 && !named)) && [[ -d "$run_dir" && -n "$(ls -A "$run_dir")" ]]; then
+    die 2 "$run_dir already holds files of an earlier job $job_id: move it away, or pass --run.dir=$run_dir to continue that run"
+  fi
   # checkpoint.resume = auto: each training stage continues from its newest checkpoint in the run
   # directory and starts fresh without one, so a first attempt and a requeued one run the same
   # command. A value from the config or the command line wins.

@@ -16,7 +16,10 @@
 #   (d) a bare srun (no --mpi, MpiDefault=none) of upcycle_train on 2 tasks: both tasks fail with
 #       "srun started 2 tasks but this process is one of 1 MPI rank", nothing is trained;
 #   (e) LAUNCHER=mpirun, MAX_REQUEUES=0: a 2-rank run stopped by `scancel --batch --signal=USR1`
-#       (the script forwards it to mpirun) ends with exit 75 and a checkpoint at its last step.
+#       (the script forwards it to mpirun) ends with exit 75 and a checkpoint at its last step;
+#   (f) slurm/upcycle_gpu.sbatch on the cluster's two stand-in GPUs (training on the CPU): a
+#       2-rank run launched with srun --mpi=pmix ... --gpu-bind=none completes; 2 tasks on 1 GPU
+#       are refused with exit 2.
 # Skipped (exit 77) without root or without the slurm-wlm and munge packages. The cluster, its
 # jobs and the scratch directory are removed at exit, also when the test fails.
 # Usage: test_slurm.sh UPCYCLE_TRAIN_BINARY SCRATCH_DIR   (STEPS=1000 by default)
@@ -327,6 +330,27 @@ else
   fail "(e) job $m ended ($(field "$m" JobState), exit $(field "$m" ExitCode)) or never logged past step 30"
   show "$out_m"
 fi
+
+# --- (f) the GPU script on the cluster's two stand-in GPUs, training on the CPU ---------------------
+g=$(cd "$scratch" && sbatch --parsable --job-name=gpu --nodes=1 --ntasks-per-node=2 --gpus-per-node=2 \
+  --cpus-per-task=1 --time=20 "$root/slurm/upcycle_gpu.sbatch" tiny.ini --train.steps=200 --run.device=cpu \
+  --parallel.backend=mpi)
+state_g=$(wait_end "$g" 600)
+out_g="$scratch/gpu-$g.out"
+if [ "$state_g" != COMPLETED ] || [ "$(json_value "$scratch/runs/$g/report.json" world_size)" != 2 ] ||
+  ! steps_once "$scratch/runs/$g" 200 || ! grep -q "srun --mpi=pmix .*--gpu-bind=none" "$out_g"; then
+  fail "(f) upcycle_gpu.sbatch: job $g ended $state_g (expected COMPLETED, srun --mpi=pmix ... --gpu-bind=none, world_size 2, each of 200 steps once)"
+  show "$out_g"
+fi
+# One task per GPU is the rule: 2 tasks on 1 GPU is refused before anything starts.
+g2=$(cd "$scratch" && sbatch --parsable --job-name=gpu_layout --nodes=1 --ntasks-per-node=2 --gpus-per-node=1 \
+  --cpus-per-task=1 --time=20 "$root/slurm/upcycle_gpu.sbatch" tiny.ini --run.device=cpu --parallel.backend=mpi)
+wait_end "$g2" 300 >/dev/null
+if [ "$(field "$g2" ExitCode)" != 2:0 ] || ! grep -q "layout mismatch: 2 task(s) per node on 1 GPU(s)" "$scratch/gpu_layout-$g2.out"; then
+  fail "(f) upcycle_gpu.sbatch with 2 tasks on 1 GPU: exit $(field "$g2" ExitCode), expected 2 and a layout message"
+  show "$scratch/gpu_layout-$g2.out"
+fi
+echo "(f) job $g of upcycle_gpu.sbatch: $state_g on 2 ranks; 2 tasks on 1 GPU refused (exit $(field "$g2" ExitCode))"
 
 if [ "$failures" -ne 0 ]; then
   echo "--- slurmctld log"
