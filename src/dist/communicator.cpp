@@ -210,6 +210,11 @@ MpiSession::MpiSession(int&, char**&) {
   const int announced = detail::announced_world_size();
   UPCYCLE_CHECK(announced <= 1, "this build has no MPI (UPCYCLE_WITH_MPI=OFF) but was launched as one of ",
                 announced, " ranks; rebuild with -DUPCYCLE_WITH_MPI=ON or run a single process");
+  // srun with a PMIx plugin announces no world size, and srun without one announces nothing.
+  const std::optional<int> tasks = detail::srun_step_tasks(detail::launch_environment());
+  if (tasks && *tasks != 1)
+    UPCYCLE_THROW("this build has no MPI (UPCYCLE_WITH_MPI=OFF) but srun started ", *tasks,
+                  " tasks of it, each of which would train alone; rebuild with -DUPCYCLE_WITH_MPI=ON or start one task");
 }
 
 MpiSession::~MpiSession() = default;

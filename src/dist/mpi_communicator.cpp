@@ -197,18 +197,31 @@ class MpiCommunicator final : public Communicator {
 }  // namespace
 
 MpiSession::MpiSession(int& argc, char**& argv) {
-  if (!detail::started_by_mpi_launcher()) return;
-  int initialized = 0;
-  check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
-  UPCYCLE_CHECK(!initialized, "MPI is already initialised: create one MpiSession per process");
-  int provided = 0;
-  check_mpi(MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
-  if (provided < MPI_THREAD_FUNNELED) {
-    MPI_Finalize();
-    UPCYCLE_THROW("the MPI library provides thread level ", provided,
-                  ", below MPI_THREAD_FUNNELED (OpenMP threads beside the MPI thread)");
+  if (detail::started_by_mpi_launcher()) {
+    int initialized = 0;
+    check_mpi(MPI_Initialized(&initialized), "MPI_Initialized");
+    UPCYCLE_CHECK(!initialized, "MPI is already initialised: create one MpiSession per process");
+    int provided = 0;
+    check_mpi(MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    if (provided < MPI_THREAD_FUNNELED) {
+      MPI_Finalize();
+      UPCYCLE_THROW("the MPI library provides thread level ", provided,
+                    ", below MPI_THREAD_FUNNELED (OpenMP threads beside the MPI thread)");
+    }
+    active_ = true;
   }
-  active_ = true;
+  // srun without an MPI plugin starts N single-rank copies that would each train alone: every
+  // one of them stops here instead (launcher.hpp says how the launchers are told apart).
+  int world_size = 1;
+  if (active_) check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &world_size), "MPI_Comm_size");
+  if (const auto problem = detail::slurm_launch_problem(detail::launch_environment(), world_size)) {
+    if (active_) {
+      // Every rank of this world sees the same step and size, so all of them finalise here.
+      MPI_Finalize();
+      active_ = false;
+    }
+    UPCYCLE_THROW(*problem);
+  }
 }
 
 MpiSession::~MpiSession() {
