@@ -93,13 +93,8 @@ Matrix random_subspace_basis(std::int64_t d, std::int64_t rank, RngStream& rng) 
 WhitenedSvdResult whitened_truncated_svd(const Tensor& w1, const Tensor& second_moment,
                                          const WhitenedSvdOptions& options) {
   check_whitened_svd_options(options);
-  UPCYCLE_CHECK(w1.defined() && w1.ndim() == 2, "whitened SVD: w1 must be a 2-D [F, D] matrix, got ", describe(w1));
-  const std::int64_t F = w1.dim(0), D = w1.dim(1);
-  UPCYCLE_CHECK(F > 0 && D > 0, "whitened SVD: empty w1 ", describe(w1));
-  UPCYCLE_CHECK(second_moment.defined() && second_moment.ndim() == 2 && second_moment.dim(0) == D &&
-                    second_moment.dim(1) == D,
-                "whitened SVD: second moment must be [D, D] = [", D, ", ", D, "] for w1 ", describe(w1), ", got ",
-                describe(second_moment));
+  check_whitened_svd_inputs(w1, second_moment);
+  const std::int64_t D = w1.dim(1);
   const Matrix w = to_matrix(w1);
   const Matrix g = to_matrix(second_moment);
   check_second_moment(g);

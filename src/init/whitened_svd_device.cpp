@@ -90,16 +90,8 @@ Tensor product(const Tensor& a, const Tensor& b, bool trans_b) {
 WhitenedSvdResult whitened_truncated_svd_on_device(const Tensor& w1, const Tensor& second_moment,
                                                    const WhitenedSvdOptions& options) {
   check_whitened_svd_options(options);
-  UPCYCLE_CHECK(w1.defined() && w1.ndim() == 2, "whitened SVD: w1 must be a 2-D [F, D] matrix, got ", describe(w1));
+  check_whitened_svd_inputs(w1, second_moment);
   const std::int64_t F = w1.dim(0), D = w1.dim(1);
-  UPCYCLE_CHECK(F > 0 && D > 0, "whitened SVD: empty w1 ", describe(w1));
-  UPCYCLE_CHECK(second_moment.defined() && second_moment.ndim() == 2 && second_moment.dim(0) == D &&
-                    second_moment.dim(1) == D,
-                "whitened SVD: second moment must be [D, D] = [", D, ", ", D, "] for w1 ", describe(w1), ", got ",
-                describe(second_moment));
-  UPCYCLE_CHECK(is_floating(w1.dtype()) && is_floating(second_moment.dtype()),
-                "whitened SVD: w1 and the second moment must be f32 or f64, got ", describe(w1), " and ",
-                describe(second_moment));
   const Device device = second_moment.device();
   Backend& be = backend_for(device);
   const Tensor w = w1.to(device).to(DType::f64);

@@ -17,6 +17,19 @@ void check_whitened_svd_options(const WhitenedSvdOptions& o) {
                 o.chol_eps);
 }
 
+void check_whitened_svd_inputs(const Tensor& w1, const Tensor& second_moment) {
+  UPCYCLE_CHECK(w1.defined() && w1.ndim() == 2, "whitened SVD: w1 must be a 2-D [F, D] matrix, got ", describe(w1));
+  const std::int64_t F = w1.dim(0), D = w1.dim(1);
+  UPCYCLE_CHECK(F > 0 && D > 0, "whitened SVD: empty w1 ", describe(w1));
+  UPCYCLE_CHECK(second_moment.defined() && second_moment.ndim() == 2 && second_moment.dim(0) == D &&
+                    second_moment.dim(1) == D,
+                "whitened SVD: second moment must be [D, D] = [", D, ", ", D, "] for w1 ", describe(w1), ", got ",
+                describe(second_moment));
+  UPCYCLE_CHECK(is_floating(w1.dtype()) && is_floating(second_moment.dtype()),
+                "whitened SVD: w1 and the second moment must be f32 or f64, got ", describe(w1), " and ",
+                describe(second_moment));
+}
+
 double check_second_moment_diagonal(const std::vector<double>& diag) {
   double max_diag = 0.0;
   for (std::size_t i = 0; i < diag.size(); ++i) {

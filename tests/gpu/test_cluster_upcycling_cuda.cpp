@@ -17,7 +17,6 @@
 //    spectrum allows (see there).
 #include <gtest/gtest.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <chrono>
@@ -30,6 +29,7 @@
 #include <set>
 #include <vector>
 
+#include "fake_fashion_mnist.hpp"
 #include "tiny_configs.hpp"
 #include "upcycle/autograd/var.hpp"
 #include "upcycle/backend/backend.hpp"
@@ -371,46 +371,15 @@ TEST(ClusterUpcyclingCuda, TheGpuPathGivesTheCpuExperts) {
   EXPECT_EQ(max_abs_diff(gpu.w2, cpu.w2), 0.0);
 }
 
-// An IDX file (big-endian dims after the magic), gzipped as the reader expects.
-void write_idx_gz(const fs::path& path, const std::vector<std::uint32_t>& dims,
-                  const std::vector<unsigned char>& data) {
-  std::vector<unsigned char> bytes{0, 0, 8, static_cast<unsigned char>(dims.size())};
-  for (std::uint32_t d : dims)
-    for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<unsigned char>(d >> s));
-  bytes.insert(bytes.end(), data.begin(), data.end());
-  gzFile f = gzopen(path.c_str(), "wb");
-  ASSERT_NE(f, nullptr) << path;
-  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
-  gzclose(f);
-}
-
-// A small Fashion-MNIST look-alike (the GPU machine has no dataset): 720 training images, of which
-// the training split gives about 2700 calibration tokens at the default token fraction (17 tokens
-// per image, 0.25 kept): more than the 2000 asked for.
-void write_fashion_mnist(const fs::path& dir) {
-  fs::create_directories(dir);
-  for (const auto& [prefix, n] : {std::pair<std::string, std::uint32_t>{"train", 720}, {"t10k", 40}}) {
-    std::vector<unsigned char> px(static_cast<std::size_t>(n) * 28 * 28), labels(n);
-    std::uint32_t h = 12345;
-    for (std::uint32_t i = 0; i < n; ++i) {
-      labels[i] = static_cast<unsigned char>(i * 7 % 10);
-      for (std::size_t q = 0; q < 28 * 28; ++q) {
-        h = h * 1664525u + 1013904223u;
-        px[i * 28 * 28 + q] = static_cast<unsigned char>((h >> 24) / 2 + labels[i] * 12);
-      }
-    }
-    write_idx_gz(dir / (prefix + "-images-idx3-ubyte.gz"), {n, 28, 28}, px);
-    write_idx_gz(dir / (prefix + "-labels-idx1-ubyte.gz"), {n}, labels);
-  }
-}
-
 // The upcycle stage's model step with run.device = cuda: calibration keeps the tokens on the GPU,
 // and with tau = 1 (every expert keeps the full whitened rank) each expert is the dense FFN again,
 // so the MoE block equals the dense block (the identity of tests/unit/test_upcycling.cpp, here
 // through calibration, k-means, second moments and cuSOLVER on the GPU).
 TEST(UpcycleStageCuda, CalibratesOnTheGpuAndTauOneGivesTheDenseBlock) {
   const fs::path data = fs::temp_directory_path() / ("upcycle_test_cluster_cuda_" + std::to_string(::getpid()));
-  write_fashion_mnist(data);
+  // 720 training images give about 2700 calibration tokens at the default token fraction (17
+  // tokens per image, 0.25 kept): more than the 2000 asked for.
+  upcycle::testing::write_fake_fashion_mnist(data, 720, 40);
   const std::vector<ConfigOverride> overrides = {
       {"run.device", "cuda"},       {"model.init_std", "0.2"},    {"upcycle.calib_tokens", "2000"},
       {"upcycle.kmeans_init_sample", "512"}, {"upcycle.method", "cluster"}, {"upcycle.tau", "1"},

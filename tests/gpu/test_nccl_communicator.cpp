@@ -23,7 +23,6 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <chrono>
@@ -51,6 +50,7 @@
 #include "upcycle/ops/reduce.hpp"
 #include "upcycle/train/moe_training.hpp"
 #include "upcycle/train/trainer.hpp"
+#include "fake_fashion_mnist.hpp"
 #include "tiny_configs.hpp"
 
 namespace upcycle {
@@ -356,36 +356,6 @@ TEST_F(NcclOneRank, MoeLayerForwardAndBackwardMatchSelf) {
 
 // --- 5 training steps through the Trainer ---
 
-void write_idx_gz(const fs::path& path, const std::vector<std::uint32_t>& dims, const std::vector<unsigned char>& data) {
-  std::vector<unsigned char> bytes{0, 0, 8, static_cast<unsigned char>(dims.size())};
-  for (std::uint32_t d : dims)
-    for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<unsigned char>(d >> s));
-  bytes.insert(bytes.end(), data.begin(), data.end());
-  gzFile f = gzopen(path.c_str(), "wb");
-  ASSERT_NE(f, nullptr) << path;
-  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
-  gzclose(f);
-}
-
-// A small Fashion-MNIST look-alike (the GPU machine has no dataset): images whose mean brightness
-// depends on the label, so the model has something to learn.
-void write_fashion_mnist(const fs::path& dir) {
-  fs::create_directories(dir);
-  for (const auto& [prefix, n] : {std::pair<std::string, std::uint32_t>{"train", 240}, {"t10k", 40}}) {
-    std::vector<unsigned char> px(static_cast<std::size_t>(n) * 28 * 28), labels(n);
-    std::uint32_t h = 12345;
-    for (std::uint32_t i = 0; i < n; ++i) {
-      labels[i] = static_cast<unsigned char>(i * 7 % 10);
-      for (std::size_t p = 0; p < 28 * 28; ++p) {
-        h = h * 1664525u + 1013904223u;
-        px[i * 28 * 28 + p] = static_cast<unsigned char>((h >> 24) / 2 + labels[i] * 12);
-      }
-    }
-    write_idx_gz(dir / (prefix + "-images-idx3-ubyte.gz"), {n, 28, 28}, px);
-    write_idx_gz(dir / (prefix + "-labels-idx1-ubyte.gz"), {n}, labels);
-  }
-}
-
 std::vector<double> logged_grad_norms(const fs::path& dir) {
   std::vector<double> out;
   std::ifstream in(dir / "metrics.jsonl");
@@ -401,7 +371,7 @@ std::vector<double> logged_grad_norms(const fs::path& dir) {
 TEST_F(NcclOneRank, FiveMoeTrainingStepsMatchSelfOnTheSameGpu) {
   const fs::path root = fs::temp_directory_path() / ("upcycle_test_nccl_" + std::to_string(::getpid()));
   fs::remove_all(root);
-  write_fashion_mnist(root / "data");
+  upcycle::testing::write_fake_fashion_mnist(root / "data", 240, 40);
   auto train = [&](const std::shared_ptr<Communicator>& world, const std::string& name, std::vector<double>& norms) {
     const fs::path dir = root / name;
     const Config cfg = parse_config(testing::tiny_vit_moe_ini(5, dir.string()), "test_nccl_communicator",

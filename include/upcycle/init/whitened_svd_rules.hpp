@@ -16,6 +16,8 @@ namespace upcycle::init {
 
 // Throws unless tau and min_rank_frac lie in [0, 1] and chol_eps is finite and >= 0.
 void check_whitened_svd_options(const WhitenedSvdOptions& options);
+// Throws unless w1 is a non-empty 2-D [F, D] matrix and second_moment a [D, D] one, both f32 or f64.
+void check_whitened_svd_inputs(const Tensor& w1, const Tensor& second_moment);
 
 // A second moment has a finite, non-negative diagonal: throws naming the first entry that is not;
 // returns the largest diagonal entry.
