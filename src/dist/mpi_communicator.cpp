@@ -99,11 +99,16 @@ class MpiRequest final : public CommRequest {
 
   // A request of a non-blocking collective cannot be freed or cancelled (MPI 3.1, 5.12), only
   // completed: wait, unless an exception unwinds (the peers may never start theirs) or MPI is gone.
+  // An abandoned collective may still write its buffer, so that memory is never given back.
   ~MpiRequest() override {
-    if (done_ || std::uncaught_exceptions() > 0) return;
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+    if (done_ || finalized) return;
+    if (std::uncaught_exceptions() > 0) {
+      new Tensor(std::move(buffer_));  // leaked on purpose
+      return;
+    }
+    MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
   }
 
   std::vector<MPI_Request>& requests() { return requests_; }

@@ -25,7 +25,7 @@ GradReducer::GradReducer(std::vector<Var> params, std::shared_ptr<Communicator> 
   for (std::size_t i = 0; i < params_.size(); ++i) {
     check_dtype(params_[i].value(), DType::f32, "data-parallel gradient");
     UPCYCLE_CHECK(params_[i].requires_grad(), "GradReducer: parameter ", i, " (", describe(params_[i].value()),
-                  ") does not require a gradient");
+                  ") requires no gradient; reduce only trained parameters");
     numels.push_back(params_[i].value().numel());
   }
   const auto plan = plan_grad_buckets(numels, kGradBytes, bucket_bytes);

@@ -193,11 +193,13 @@ TEST_F(OverlapTest, ASecondBackwardAfterABucketLaunchedIsAnError) {
   EXPECT_EQ(grad_of(p), std::vector<float>(4, 1.0f));
 }
 
-TEST_F(OverlapTest, AParameterCannotBeInTwoReducers) {
+TEST_F(OverlapTest, AParameterIsInOneReducerAndRequiresAGradient) {
   Var p(Tensor::zeros({4}, DType::f32, Device::cpu), true);
   GradReducer first({p}, world, 1024, 0.0, true);
-  if (W > 1) {  // after its split: every rank alike
+  if (W > 1) {  // every rank alike
     EXPECT_THROW(GradReducer({p}, world, 1024, 0.0, true), Error);
+    Var frozen(Tensor::zeros({4}, DType::f32, Device::cpu), false);
+    EXPECT_THROW(GradReducer({frozen}, world, 1024, 0.0, false), Error);
   }
 }
 
