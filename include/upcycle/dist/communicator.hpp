@@ -30,8 +30,9 @@ enum class CommReduce { sum, max, min };
 
 // A collective in flight (Communicator::all_reduce_async). Until wait() the tensor belongs to the
 // collective: nothing may read or write it. Destroying a request that was not waited for waits for
-// it, except while an exception unwinds: then the collective is abandoned (its peers may never
-// start theirs, and the job is about to be aborted anyway).
+// it, except while an exception unwinds: then a host collective is abandoned (its peers may never
+// start theirs, and the job is about to be aborted anyway); a GPU one still orders the compute
+// stream after itself, which makes no host wait.
 class CommRequest {
  public:
   CommRequest() = default;
