@@ -2,6 +2,8 @@
 // process groups of the parallel layout.
 #include "upcycle/dist/communicator.hpp"
 
+#include <exception>
+
 #include "upcycle/dist/world.hpp"
 
 #ifndef UPCYCLE_WITH_MPI
@@ -40,6 +42,40 @@ std::int64_t checked_total(const std::vector<std::int64_t>& counts, int size, co
   }
   return total;
 }
+
+// A collective that ran to completion before its request was made.
+class FinishedRequest final : public CommRequest {
+ public:
+  bool test() override { return true; }
+  void wait() override {}
+};
+
+// A collective on a staged copy: the result is copied back into the caller's tensor on wait().
+class StagedRequest final : public CommRequest {
+ public:
+  StagedRequest(std::unique_ptr<CommRequest> inner, Tensor copy, Tensor target)
+      : inner_(std::move(inner)), copy_(std::move(copy)), target_(std::move(target)) {}
+  // As the contract says: a request dropped without wait() still delivers its result (an error
+  // then has nowhere to go: wait() is where errors are reported).
+  ~StagedRequest() override {
+    if (std::uncaught_exceptions() > 0) return;  // the inner request abandons the collective
+    try {
+      wait();
+    } catch (...) {
+    }
+  }
+  bool test() override { return inner_->test(); }
+  void wait() override {
+    if (!inner_) return;
+    inner_->wait();
+    target_.copy_from(copy_);
+    inner_.reset();
+  }
+
+ private:
+  std::unique_ptr<CommRequest> inner_;  // null once waited for
+  Tensor copy_, target_;
+};
 
 bool same_trailing_shape(const Shape& a, const Shape& b) {
   if (a.ndim() != b.ndim()) return false;
@@ -88,6 +124,18 @@ void Communicator::all_reduce(Tensor& inout, CommReduce op) {
   Tensor copy = staged(inout);
   do_all_reduce(copy, op);
   inout.copy_from(copy);
+}
+
+std::unique_ptr<CommRequest> Communicator::all_reduce_async(Tensor& inout, CommReduce op) {
+  check_comm_tensor(inout, "all_reduce_async", "inout");
+  if (moves(inout.device())) return do_all_reduce_async(inout, op);
+  Tensor copy = staged(inout);
+  return std::make_unique<StagedRequest>(do_all_reduce_async(copy, op), copy, inout);
+}
+
+std::unique_ptr<CommRequest> Communicator::do_all_reduce_async(Tensor& inout, CommReduce op) {
+  do_all_reduce(inout, op);
+  return std::make_unique<FinishedRequest>();
 }
 
 void Communicator::all_gather(const Tensor& in, Tensor& out) {

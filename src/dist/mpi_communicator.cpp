@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -89,6 +91,51 @@ void in_int_pieces(std::int64_t n, F&& call) {
   }
 }
 
+// MPI_Iallreduce calls (one per piece of at most INT_MAX elements) in flight. Holds the tensor,
+// whose memory MPI writes until the end, and the communicator, whose MPI_Comm they run on.
+class MpiRequest final : public CommRequest {
+ public:
+  MpiRequest(Tensor buffer, std::shared_ptr<Communicator> comm) : buffer_(std::move(buffer)), comm_(std::move(comm)) {}
+
+  // A request of a non-blocking collective cannot be freed or cancelled (MPI 3.1, 5.12), only
+  // completed: wait, unless an exception unwinds (the peers may never start theirs) or MPI is gone.
+  // An abandoned collective may still write its buffer, so that memory is never given back.
+  ~MpiRequest() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (done_ || finalized) return;
+    if (std::uncaught_exceptions() > 0) {
+      new Tensor(std::move(buffer_));  // leaked on purpose
+      return;
+    }
+    MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+  }
+
+  std::vector<MPI_Request>& requests() { return requests_; }
+
+  bool test() override {
+    if (done_) return true;
+    int flag = 0;
+    check_mpi(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag, MPI_STATUSES_IGNORE),
+              "MPI_Testall");
+    done_ = flag != 0;
+    return done_;
+  }
+
+  void wait() override {
+    if (done_) return;
+    done_ = true;  // MPI_Waitall completes (or fails) every request: never wait on them twice
+    check_mpi(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE),
+              "MPI_Waitall");
+  }
+
+ private:
+  std::vector<MPI_Request> requests_;
+  Tensor buffer_;
+  std::shared_ptr<Communicator> comm_;
+  bool done_ = false;
+};
+
 class MpiCommunicator final : public Communicator {
  public:
   // `owned`: the communicator was created by split and is freed with this object.
@@ -119,6 +166,20 @@ class MpiCommunicator final : public Communicator {
       check_mpi(MPI_Allreduce(MPI_IN_PLACE, bytes_of(inout) + offset * esize, count, type, mpi_op(op), comm_),
                 "MPI_Allreduce");
     });
+  }
+
+  std::unique_ptr<CommRequest> do_all_reduce_async(Tensor& inout, CommReduce op) override {
+    require_host(inout, "all_reduce_async");
+    const MPI_Datatype type = mpi_type(inout.dtype());
+    const std::size_t esize = dtype_size(inout.dtype());
+    auto request = std::make_unique<MpiRequest>(inout, shared_from_this());
+    in_int_pieces(inout.numel(), [&](std::int64_t offset, int count) {
+      request->requests().push_back(MPI_REQUEST_NULL);
+      check_mpi(MPI_Iallreduce(MPI_IN_PLACE, bytes_of(inout) + offset * esize, count, type, mpi_op(op), comm_,
+                               &request->requests().back()),
+                "MPI_Iallreduce");
+    });
+    return request;
   }
 
   void do_all_gather(const Tensor& in, Tensor& out) override {

@@ -1,6 +1,6 @@
 // The NCCL communicator (dist/nccl.hpp): cuda tensors moved by NCCL on the CUDA backend's compute
-// stream. Compiled only when CMake found NCCL (UPCYCLE_WITH_NCCL); comm_backend.cpp stands in
-// otherwise.
+// stream, and asynchronous all-reduces on a communication stream of its own. Compiled only when
+// CMake found NCCL (UPCYCLE_WITH_NCCL); comm_backend.cpp stands in otherwise.
 #include <climits>
 #include <cstdint>
 #include <exception>
@@ -45,6 +45,40 @@ std::size_t elements(const Tensor& t) { return static_cast<std::size_t>(t.numel(
 
 std::string rank_text(int rank, int size) { return "rank " + std::to_string(rank) + " of " + std::to_string(size); }
 
+// An all-reduce on the communication stream: `done` is recorded after it there. wait() makes the
+// compute stream wait for that event, so kernels issued afterwards (the optimiser, the scaling of a
+// gradient bucket) see the result, and the caching allocator, which reuses freed memory in
+// compute-stream order, cannot hand the tensor out before the collective has finished with it.
+class NcclRequest final : public CommRequest {
+ public:
+  NcclRequest(Tensor buffer, std::shared_ptr<Communicator> comm, EventHandle done)
+      : buffer_(std::move(buffer)), comm_(std::move(comm)), done_(done) {}
+
+  // Never makes the host wait: an unwaited request orders the compute stream after the collective
+  // (also while an exception unwinds: a wait of the stream is no host wait).
+  ~NcclRequest() override {
+    try {
+      wait();
+      cuda().destroy_event(done_);  // released by CUDA once the event has completed
+    } catch (...) {  // the device failed: nothing left to order
+    }
+  }
+
+  bool test() override { return cuda().event_done(done_); }
+
+  void wait() override {
+    if (waited_) return;
+    waited_ = true;
+    cuda().wait_event(nullptr, done_);
+  }
+
+ private:
+  Tensor buffer_;
+  std::shared_ptr<Communicator> comm_;
+  EventHandle done_;
+  bool waited_ = false;
+};
+
 class NcclCommunicator final : public Communicator {
  public:
   // Takes ownership of `comm` once constructed (the caller destroys it if this throws).
@@ -61,7 +95,13 @@ class NcclCommunicator final : public Communicator {
       return;
     }
     try {
+      // Every request holds this communicator, so none is still in flight on the communication
+      // stream unless it was abandoned; the compute stream waited for the others.
       cuda().synchronize();
+      if (comm_stream_ != nullptr) {
+        cuda().destroy_event(comm_ready_);
+        cuda().destroy_stream(comm_stream_);  // cudaStreamDestroy lets queued work finish first
+      }
     } catch (...) {  // the device failed: nothing left to flush
       lib_.CommAbort(comm_);
       return;
@@ -90,6 +130,26 @@ class NcclCommunicator final : public Communicator {
     check(lib_.AllReduce(inout.raw(), inout.raw(), elements(inout), nccl_type(inout.dtype()), nccl_op(op), comm_,
                          compute_stream()),
           "ncclAllReduce");
+  }
+
+  // The communication stream first waits for everything issued so far to the compute stream
+  // (the kernels that wrote `inout`), then runs the all-reduce while the compute stream goes on.
+  std::unique_ptr<CommRequest> do_all_reduce_async(Tensor& inout, CommReduce op) override {
+    if (inout.numel() == 0) return Communicator::do_all_reduce_async(inout, op);
+    Backend& be = cuda();
+    if (comm_stream_ == nullptr) {
+      comm_stream_ = be.create_stream();
+      comm_ready_ = be.create_event();
+    }
+    be.record_event(comm_ready_, nullptr);
+    be.wait_event(comm_stream_, comm_ready_);
+    check(lib_.AllReduce(inout.raw(), inout.raw(), elements(inout), nccl_type(inout.dtype()), nccl_op(op), comm_,
+                         static_cast<cudaStream_t>(comm_stream_)),
+          "ncclAllReduce");
+    EventHandle done = be.create_event();
+    auto request = std::make_unique<NcclRequest>(inout, shared_from_this(), done);  // owns `done` from here
+    be.record_event(done, comm_stream_);
+    return request;
   }
 
   void do_all_gather(const Tensor& in, Tensor& out) override {
@@ -180,6 +240,10 @@ class NcclCommunicator final : public Communicator {
   const nccl::Library& lib_;
   ncclComm_t comm_;
   int rank_ = 0, size_ = 1;
+  // The communication stream of all_reduce_async and the event that orders it after the compute
+  // stream; made on the first asynchronous all-reduce.
+  StreamHandle comm_stream_ = nullptr;
+  EventHandle comm_ready_ = nullptr;
 };
 
 }  // namespace

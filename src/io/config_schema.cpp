@@ -171,6 +171,9 @@ const std::vector<ConfigKey>& config_schema() {
        "may share a GPU). auto = nccl when training on the GPU and NCCL is usable, else mpi."},
       {"parallel", "grad_bucket_mb", T::Int, "25", at_least(1), nullptr,
        "Gradient all-reduce bucket size in MiB (one reduction per bucket)."},
+      {"parallel", "overlap_grad_reduce", T::Bool, "true", kAnyValue, nullptr,
+       "Start each gradient bucket's all-reduce during the last micro-batch's backward, as soon as its gradients are "
+       "final (NCCL: on a communication stream; MPI: non-blocking). false = all buckets after backward."},
 
       {"eesd", "enabled", T::Bool, "false", kAnyValue, nullptr,
        "Distil the EMA teacher's dense expert ensemble in stage moe (run.stages must contain moe)."},

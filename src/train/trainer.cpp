@@ -254,12 +254,13 @@ TrainResult Trainer::run() {
   if (is_root(*world_) && progress_mode != "off")
     progress_ = std::make_unique<Progress>(stage_, total, state_.step, progress_redraws(progress_mode));
   const std::size_t bucket_bytes = static_cast<std::size_t>(cfg_.get_int("parallel.grad_bucket_mb")) << 20;
-  GradReducer reducer(replicated_, world_, bucket_bytes);
+  const bool overlap = cfg_.get_bool("parallel.overlap_grad_reduce");
+  GradReducer reducer(replicated_, world_, bucket_bytes, 0.0, overlap);
   // Expert gradients: summed over the expert-data-parallel group, divided by the world size.
   std::unique_ptr<GradReducer> expert_reducer;
   if (moe_)
     expert_reducer = std::make_unique<GradReducer>(experts_, groups_.expert_data_parallel, bucket_bytes,
-                                                   static_cast<double>(world_->size()));
+                                                   static_cast<double>(world_->size()), overlap);
   const Device device = task_.device();
   Backend& be = backend_for(device);
   BatchStager stager(device);
@@ -313,6 +314,10 @@ TrainResult Trainer::run() {
           loss = loss + reshape(d.backward, loss.shape());
           be.axpy(1.0 / static_cast<double>(micro), d.value, loss_slot);
         }
+      }
+      if (m + 1 == micro) {  // the last backward of the step: buckets may start as their gradients are final
+        reducer.arm();
+        if (expert_reducer) expert_reducer->arm();
       }
       mul_scalar(loss, 1.0 / static_cast<double>(micro)).backward();
       // Routing statistics of the last micro-batch of a logged step.

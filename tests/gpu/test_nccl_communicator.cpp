@@ -273,6 +273,22 @@ TEST_F(NcclOneRank, RunsInOrderWithTheComputeStream) {
   }
 }
 
+// all_reduce_async runs on the communication stream: ordered after the fill on the compute
+// stream, and the scaling issued after wait() sees its result; no host wait on the way.
+TEST_F(NcclOneRank, AsyncAllReduceIsOrderedByEventsWithoutHostWaits) {
+  const std::int64_t n = std::int64_t{1} << 25;
+  Tensor t = Tensor::zeros({n}, DType::f32, Device::cuda);
+  cuda_.synchronize();
+  const std::int64_t before = cuda_.allocator_stats().host_waits;
+  cuda_.fill(t, 3.0);
+  auto request = nccl_->all_reduce_async(t, CommReduce::max);
+  request->wait();
+  cuda_.affine(t, t, 2.0, 0.0);
+  EXPECT_EQ(cuda_.allocator_stats().host_waits, before) << "an asynchronous all-reduce waited for the device";
+  for (std::int64_t i : {std::int64_t{0}, n - 1}) EXPECT_EQ(t.rows(i, i + 1).to_vector<float>()[0], 6.0f);
+  EXPECT_TRUE(request->test());
+}
+
 TEST_F(NcclOneRank, SplitGivesWorkingCommunicators) {
   auto sub = nccl_->split(0, 5);
   ASSERT_NE(sub, nullptr);
@@ -507,6 +523,25 @@ void two_rank_checks(const std::shared_ptr<Communicator>& comm) {
   Tensor t = Tensor::full({3}, 5.0 + r, DType::f32, Device::cuda);
   alone->all_reduce(t);
   check_values(t, std::vector<double>(3, 5.0 + r), "all_reduce on a one-rank split");
+  // all_reduce_async: a kernel writes the input, the communication stream must wait for it, and
+  // the kernel after wait() must see the sum. Several in flight, waited for in reverse.
+  {
+    const std::int64_t big = std::int64_t{1} << 24;
+    std::vector<Tensor> ts;
+    std::vector<std::unique_ptr<CommRequest>> requests;
+    for (int k = 0; k < 3; ++k) {
+      ts.push_back(Tensor::empty({big}, DType::f32, Device::cuda));
+      backend_for(Device::cuda).fill(ts.back(), r + 1 + k);
+      requests.push_back(comm->all_reduce_async(ts.back()));
+    }
+    for (int k = 2; k >= 0; --k) {
+      requests[static_cast<std::size_t>(k)]->wait();
+      backend_for(Device::cuda).affine(ts[static_cast<std::size_t>(k)], ts[static_cast<std::size_t>(k)], 0.5, 0.0);
+      const double want = 0.5 * (n * (1 + k) + n * (n - 1) / 2.0);
+      const Tensor& t = ts[static_cast<std::size_t>(k)];
+      check_values(t.rows(big - 3, big), std::vector<double>(3, want), "all_reduce_async " + std::to_string(k));
+    }
+  }
   auto reversed = comm->split(0, -r);
   check(reversed->size() == n && reversed->rank() == n - 1 - r, "split with key -rank reverses the ranks");
   Tensor gathered = Tensor::empty({n}, DType::i64, Device::cuda);

@@ -72,6 +72,52 @@ TEST_F(CommunicatorTest, AllReduceOfAnEmptyTensorIsANoOp) {
   EXPECT_EQ(t.shape(), Shape({0, 3}));
 }
 
+// Several asynchronous all-reduces in flight at once, of every dtype and reduction, waited for in
+// reverse order: each holds its own result. A large one (1 Mi floats, past MPI's eager sizes) is
+// driven by test() alone, as GradReducer's hooks do, and must report completion.
+TEST_F(CommunicatorTest, AsyncAllReducesInFlightTogether) {
+  std::vector<Tensor> tensors;
+  std::vector<std::unique_ptr<CommRequest>> requests;
+  std::vector<CommReduce> ops;
+  for (DType dtype : kDtypes) {
+    for (CommReduce op : {CommReduce::sum, CommReduce::max, CommReduce::min}) {
+      std::vector<double> v;
+      for (int i = 0; i < 7; ++i) v.push_back((r + 1) * (i + 1) * (op == CommReduce::min ? -1 : 1));
+      tensors.push_back(from_doubles(v, {7}, dtype));
+      ops.push_back(op);
+      requests.push_back(world->all_reduce_async(tensors.back(), op));
+    }
+  }
+  const std::int64_t n = std::int64_t{1} << 20;
+  Tensor big = Tensor::full({n}, r + 1, DType::f32, Device::cpu);
+  auto big_request = world->all_reduce_async(big);
+  for (std::size_t k = requests.size(); k-- > 0;) {
+    requests[k]->wait();
+    requests[k]->wait();  // a second wait does nothing
+    EXPECT_TRUE(requests[k]->test());
+    const std::vector<double> got = as_doubles(tensors[k]);
+    for (int i = 0; i < 7; ++i) {
+      const double want = ops[k] == CommReduce::sum ? (i + 1) * W * (W + 1) / 2.0
+                          : ops[k] == CommReduce::max ? (i + 1) * W
+                                                      : -(i + 1) * W;
+      EXPECT_EQ(got[static_cast<std::size_t>(i)], want) << dtype_name(tensors[k].dtype()) << " request " << k;
+    }
+  }
+  int polls = 0;
+  while (!big_request->test()) ++polls;  // progress comes from test() alone
+  const std::vector<float> got = big.to_vector<float>();
+  const float want = static_cast<float>(W * (W + 1) / 2);
+  EXPECT_EQ(std::count(got.begin(), got.end(), want), n) << "after " << polls << " calls of test()";
+}
+
+TEST_F(CommunicatorTest, AsyncAllReduceDroppedWithoutWaitStillCompletes) {
+  Tensor t = Tensor::full({5}, r + 1, DType::i64, Device::cpu);
+  { auto request = world->all_reduce_async(t); }
+  EXPECT_EQ(t.to_vector<std::int64_t>(), std::vector<std::int64_t>(5, W * (W + 1) / 2));
+  Tensor empty = Tensor::zeros({0}, DType::f32, Device::cpu);
+  EXPECT_TRUE(world->all_reduce_async(empty)->test());
+}
+
 TEST_F(CommunicatorTest, AllGatherConcatenatesInRankOrder) {
   for (DType dtype : kDtypes) {
     std::vector<double> v;
@@ -269,6 +315,9 @@ TEST(SelfCommunicator, EveryCollectiveIsTheIdentity) {
   EXPECT_EQ(self->size(), 1);
   Tensor t = Tensor::from_vector<float>({1, 2, 3}, {3}, Device::cpu);
   self->all_reduce(t, CommReduce::max);
+  auto request = self->all_reduce_async(t);
+  EXPECT_TRUE(request->test());  // nothing to wait for
+  request->wait();
   self->broadcast(t, 0);
   EXPECT_EQ(t.to_vector<float>(), std::vector<float>({1, 2, 3}));
   Tensor out = Tensor::empty({3}, DType::f32, Device::cpu);

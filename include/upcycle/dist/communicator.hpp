@@ -12,6 +12,11 @@
 // make_process_groups return one; create a SelfCommunicator with make_shared): ops that
 // communicate again in backward, such as all_to_all_v, keep their communicator alive through
 // shared_from_this().
+//
+// all_reduce_async starts an all-reduce and returns at once; the caller keeps working (a backward
+// pass) and calls wait() before it reads the result. It is collective like the rest: every rank
+// starts the same asynchronous collectives in the same order, interleaved the same way with the
+// communicator's other collectives.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -22,6 +27,27 @@ namespace upcycle {
 
 // Reductions a communicator applies across ranks (elementwise).
 enum class CommReduce { sum, max, min };
+
+// A collective in flight (Communicator::all_reduce_async). Until wait() the tensor belongs to the
+// collective: nothing may read or write it. Destroying a request that was not waited for waits for
+// it, except while an exception unwinds: then a host collective is abandoned (its peers may never
+// start theirs, and the job is about to be aborted anyway); a GPU one still orders the compute
+// stream after itself, which makes no host wait.
+class CommRequest {
+ public:
+  CommRequest() = default;
+  CommRequest(const CommRequest&) = delete;
+  CommRequest& operator=(const CommRequest&) = delete;
+  virtual ~CommRequest() = default;
+  // Whether the collective has finished; never blocks. An MPI implementation advances its
+  // collectives only inside MPI calls (Open MPI has no progress thread by default), so calling
+  // this now and then during other work is what lets a host collective run behind it.
+  virtual bool test() = 0;
+  // Makes the result available to what comes next on the tensor's device: the host waits for a
+  // host collective; for a collective on a GPU's communication stream the compute stream waits (an
+  // event), not the host. Calling it again does nothing.
+  virtual void wait() = 0;
+};
 
 class Communicator : public std::enable_shared_from_this<Communicator> {
  public:
@@ -35,6 +61,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
   // inout = op over ranks of inout (in place; same shape on every rank).
   void all_reduce(Tensor& inout, CommReduce op = CommReduce::sum);
+  // The same all-reduce, started without waiting for it (see CommRequest). The request keeps
+  // `inout`'s storage alive; the result is in `inout` once wait() returns.
+  std::unique_ptr<CommRequest> all_reduce_async(Tensor& inout, CommReduce op = CommReduce::sum);
   // out = the `in` of every rank, concatenated along dim 0 in rank order; out's shape is
   // gathered_shape(in.shape(), size()).
   void all_gather(const Tensor& in, Tensor& out);
@@ -70,6 +99,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // Arguments are checked; tensors are defined, contiguous, of a supported dtype, on a device the
   // implementation moves(), and do not share storage with each other.
   virtual void do_all_reduce(Tensor& inout, CommReduce op) = 0;
+  // Where overlap means nothing (one process, test fakes) the default runs the blocking
+  // do_all_reduce and returns a finished request; MPI and NCCL start a non-blocking collective.
+  virtual std::unique_ptr<CommRequest> do_all_reduce_async(Tensor& inout, CommReduce op);
   virtual void do_all_gather(const Tensor& in, Tensor& out) = 0;
   virtual void do_reduce_scatter(const Tensor& in, Tensor& out, CommReduce op) = 0;
   virtual void do_all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,

@@ -7,7 +7,9 @@
 //   * Streams. Every NCCL call is issued on the compute stream, so a collective runs after the
 //     kernels that wrote its input and before those that read its output, without a host wait;
 //     the caching allocator, which reuses freed blocks in compute-stream order, stays correct for
-//     buffers a collective still reads.
+//     buffers a collective still reads. all_reduce_async alone runs on a communication stream of
+//     the communicator's own, after an event of the compute stream; its request's wait() makes the
+//     compute stream wait for the event recorded after it (no host wait).
 //   * Host tensors (exchanged counts, routing statistics, checkpoint gathers, k-means sums) are
 //     staged through device copies by the shared Communicator methods (staging_device() = cuda):
 //     one communicator and one order of operations for everything, with no second transport to
