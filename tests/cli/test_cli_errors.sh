@@ -8,36 +8,30 @@
 # once, whether it is a run-time error (exit 1) or a config error (exit 2).
 # Usage: test_cli_errors.sh UPCYCLE_TRAIN_BINARY EXAMPLE_INI [MPIEXEC]
 set -u
+. "$(dirname "$0")/lib.sh"
+cli_usage "UPCYCLE_TRAIN_BINARY EXAMPLE_INI [MPIEXEC]" "$@"
 bin=$1
 example=$2
 mpiexec=${3:-}
+mpi_env
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-failures=0
 
 # expect STATUS NEEDLE... -- ARGS...: runs the binary with ARGS, checks its exit status and that
 # stderr (for STATUS != 0) or stdout (for 0) holds every NEEDLE.
 expect() {
   local want=$1
   shift
-  local needles=()
-  while [ "$1" != "--" ]; do needles+=("$1"); shift; done
-  shift
-  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
+  split_needles "$@"
+  "$bin" "${args[@]}" >"$tmp/out" 2>"$tmp/err"
   local got=$?
   local text="$tmp/err"
   [ "$want" = 0 ] && text="$tmp/out"
   if [ "$got" != "$want" ]; then
-    echo "FAIL: upcycle_train $*: exit $got, expected $want; stderr:"; cat "$tmp/err"
-    failures=$((failures + 1))
+    fail "upcycle_train ${args[*]}: exit $got, expected $want; stderr:"; cat "$tmp/err"
     return
   fi
-  for n in "${needles[@]}"; do
-    if ! grep -qF -- "$n" "$text"; then
-      echo "FAIL: upcycle_train $*: output lacks '$n'; it was:"; cat "$text"
-      failures=$((failures + 1))
-    fi
-  done
+  holds_all "$text" "upcycle_train ${args[*]}: output" "${needles[@]}"
 }
 
 printf '[train]\nlr = 0.01\nstpes = 5\n' >"$tmp/typo.ini"
@@ -67,7 +61,7 @@ expect 0 "[moe]" "top_k = 2" "[one of {sparse, drop, drop_svd, granular, cluster
 expect 0 "[train]" "steps = 42" -- "$example" --train.steps=42 --run.dir="$tmp/run" --print-config
 cp "$tmp/out" "$tmp/resolved.ini"
 expect 0 "steps = 42" -- "$tmp/resolved.ini" --print-config
-cmp -s "$tmp/out" "$tmp/resolved.ini" || { echo "FAIL: --print-config output does not read back to itself"; failures=$((failures + 1)); }
+cmp -s "$tmp/out" "$tmp/resolved.ini" || fail "--print-config output does not read back to itself"
 
 # The eval stage with nothing to score (exit 2): it names both checkpoints it looked for, or the
 # key of an explicitly given path that does not exist.
@@ -75,7 +69,7 @@ expect 2 "eval: no checkpoint to evaluate" "$tmp/evalrun/checkpoints/dense/lates
   "$tmp/evalrun/checkpoints/moe/latest.h5" -- "$example" --run.dir="$tmp/evalrun" --run.stages=eval
 expect 2 "eval.moe_checkpoint = $tmp/absent.h5 (command line): the checkpoint does not exist" -- "$example" \
   --run.dir="$tmp/evalrun" --run.stages=eval --eval.moe_checkpoint="$tmp/absent.h5"
-[ ! -e "$tmp/evalrun/config.ini" ] || { echo "FAIL: a refused eval run wrote run.dir/config.ini"; failures=$((failures + 1)); }
+[ ! -e "$tmp/evalrun/config.ini" ] || fail "a refused eval run wrote run.dir/config.ini"
 
 # A valid config asking for what this version cannot run (a stage, a key's value not built yet, a
 # GPU that is not there) is refused before anything runs or is written: the run directory of an
@@ -95,12 +89,12 @@ else
   expect 2 "parallel.backend = nccl" -- "$tmp/resolved.ini" --run.dir="$tmp/run" --run.stages=dense \
     --parallel.backend=nccl --run.device=auto
   grep -qE "needs run.device = cuda: .*run.device = auto: training on the CPU|this build has no NCCL communicator" \
-    "$tmp/err" || { echo "FAIL: nccl with run.device = auto on the CPU: unexpected message:"; cat "$tmp/err"; failures=$((failures + 1)); }
+    "$tmp/err" || { fail "nccl with run.device = auto on the CPU: unexpected message:"; cat "$tmp/err"; }
 fi
 # cuda without a usable GPU (or in a build without CUDA) is a run-time failure naming why.
 expect 1 "run.device = cuda" "no usable GPU" -- "$tmp/resolved.ini" --run.dir="$tmp/run" --run.stages=dense \
   --run.device=cuda
-[ "$(cat "$tmp/run/config.ini")" = "earlier run" ] || { echo "FAIL: a refused run rewrote run.dir/config.ini"; failures=$((failures + 1)); }
+[ "$(cat "$tmp/run/config.ini")" = "earlier run" ] || fail "a refused run rewrote run.dir/config.ini"
 
 expect 2 "run.dir is empty" -- "$example" --run.dir=
 
@@ -110,12 +104,12 @@ nodata="$tmp/no-such-data"
 expect 1 "$nodata" "file not found" -- "$tmp/resolved.ini" --run.dir="$tmp/nodata_run" --run.stages=dense \
   --data.path="$nodata" --train.steps=1
 if grep -qE '\.(cpp|hpp|cu):[0-9]+' "$tmp/err"; then
-  echo "FAIL: the error shows a source location:"; cat "$tmp/err"; failures=$((failures + 1))
+  fail "the error shows a source location:"; cat "$tmp/err"
 fi
 expect 1 "$nodata" "file not found" -- "$tmp/resolved.ini" --run.dir="$tmp/nodata_run" --run.stages=dense \
   --data.path="$nodata" --train.steps=1 --log.level=debug
 if ! grep -qE '\[[^]]*src/[^]]*\.cpp:[0-9]+\]' "$tmp/err"; then
-  echo "FAIL: with log.level = debug the error lacks its source location:"; cat "$tmp/err"; failures=$((failures + 1))
+  fail "with log.level = debug the error lacks its source location:"; cat "$tmp/err"
 fi
 
 # Under mpirun every rank fails alike, and the message is printed once (rank 0 speaks and ends
@@ -124,20 +118,17 @@ fi
 mpi_once() {
   local want=$1 needle=$2
   shift 3
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 \
-    "$mpiexec" --oversubscribe -np 2 "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
+  "$mpiexec" --oversubscribe -np 2 "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
   local got=$?
   local count
   count=$(cat "$tmp/out" "$tmp/err" | grep -cF -- "$needle")
   if [ "$got" != "$want" ] || [ "$count" != 1 ]; then
-    echo "FAIL: mpirun -np 2 upcycle_train $*: exit $got (expected $want)," \
+    fail "mpirun -np 2 upcycle_train $*: exit $got (expected $want)," \
       "'$needle' printed $count time(s) (expected once); output:"
     cat "$tmp/out" "$tmp/err"
-    failures=$((failures + 1))
   fi
   if grep -qE '\.(cpp|hpp|cu):[0-9]+' "$tmp/err"; then
-    echo "FAIL: mpirun -np 2 upcycle_train $*: the error shows a source location:"; cat "$tmp/err"
-    failures=$((failures + 1))
+    fail "mpirun -np 2 upcycle_train $*: the error shows a source location:"; cat "$tmp/err"
   fi
 }
 if [ -n "$mpiexec" ]; then
@@ -148,8 +139,4 @@ else
   echo "note: no mpiexec given (a build without MPI): the once-per-job checks under mpirun are not run"
 fi
 
-if [ "$failures" != 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all command-line checks passed"
+finish "all command-line checks passed"

@@ -10,75 +10,20 @@
 #   (c) eesd.enabled without a moe stage exits 2 naming the key, before anything is written.
 # Usage: test_eesd_eval_cli.sh UPCYCLE_TRAIN_BINARY MPIEXEC SCRATCH_DIR
 set -u
-if [ $# -ne 3 ]; then
-  echo "usage: $0 UPCYCLE_TRAIN_BINARY MPIEXEC SCRATCH_DIR" >&2
-  exit 2
-fi
+. "$(dirname "$0")/lib.sh"
+cli_usage "UPCYCLE_TRAIN_BINARY MPIEXEC SCRATCH_DIR" "$@"
 bin=$1
 mpiexec=$2
-scratch=$3
-py=/usr/bin/python3
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-rm -rf "$scratch"
-mkdir -p "$scratch" || { echo "cannot create $scratch"; exit 1; }
-scratch=$(cd "$scratch" && pwd)
+mpi_env
+scratch_dir "$3"
 run="$scratch/run"
 
-cat >"$scratch/tiny.ini" <<EOF
-[run]
-stages = dense,upcycle,moe,eval
-seed = 7
-dir = $run
-[model]
-kind = vit
-width = 16
-depth = 2
-heads = 2
-ffn_width = 32
-patch_size = 7
-[moe]
-num_experts = 4
-top_k = 2
-[upcycle]
-method = cluster
-calib_tokens = 3000
-kmeans_init_sample = 512
-[eesd]
-enabled = true
-ema = 0.9
-weight = 0.5
-[eval]
-test_limit = 400
-few_shot_k = 1,5
-few_shot_draws = 3
-tokens = 256
-[train]
-steps = 3
-moe_steps = 6
-batch_size = 8
-lr = 0.003
-min_lr = 0.0003
-warmup_steps = 0
-grad_clip = 0
-eval_every = 0
-[data]
-dataset = fashion_mnist
-[checkpoint]
-every = 3
-keep = 0
-[log]
-progress = off
-every = 1
-EOF
+tiny_upcycled_ini "$scratch/tiny.ini" dense,upcycle,moe,eval "$run" eesd.enabled=true eesd.ema=0.9 eesd.weight=0.5 \
+  eval.test_limit=400 eval.few_shot_k=1,5 eval.few_shot_draws=3 eval.tokens=256 train.moe_steps=6 checkpoint.every=3 \
+  checkpoint.keep=0
 
 # (a) the chain on 2 ranks.
-"$mpiexec" --oversubscribe -np 2 "$bin" "$scratch/tiny.ini" >"$scratch/chain.out" 2>"$scratch/chain.err"
-status=$?
+record chain "$mpiexec" --oversubscribe -np 2 "$bin" "$scratch/tiny.ini"
 [ $status -eq 0 ] || { fail "the chain exited $status"; cat "$scratch/chain.err"; }
 grep -q "\[eval\] moe" "$scratch/chain.out" || fail "no eval summary of the MoE model in the output"
 
@@ -128,9 +73,8 @@ sys.exit(0 if ok else 1)
 PY
 
 # (b) resume the MoE stage on 1 rank from the 2-rank checkpoint at MoE step 3.
-"$bin" "$scratch/tiny.ini" --run.stages=moe --run.dir="$scratch/resumed" \
-  --checkpoint.resume="$run/checkpoints/moe/step-0000003.h5" >"$scratch/resume.out" 2>"$scratch/resume.err"
-status=$?
+record resume "$bin" "$scratch/tiny.ini" --run.stages=moe --run.dir="$scratch/resumed" \
+  --checkpoint.resume="$run/checkpoints/moe/step-0000003.h5"
 [ $status -eq 0 ] || { fail "the resume on 1 rank exited $status"; cat "$scratch/resume.err"; }
 "$py" - "$run" "$scratch/resumed" <<'PY' || fail "the resumed run's losses differ from the uninterrupted run"
 import json, sys
@@ -148,14 +92,9 @@ sys.exit(0 if ok else 1)
 PY
 
 # (c) EESD without a moe stage: a config error, nothing written.
-"$bin" "$scratch/tiny.ini" --run.stages=dense --run.dir="$scratch/nomoe" >"$scratch/nomoe.out" 2>"$scratch/nomoe.err"
-status=$?
+record nomoe "$bin" "$scratch/tiny.ini" --run.stages=dense --run.dir="$scratch/nomoe"
 [ $status -eq 2 ] || fail "eesd.enabled without stage moe exited $status, expected 2"
 grep -q "eesd.enabled = true" "$scratch/nomoe.err" || fail "the error does not name eesd.enabled: $(cat "$scratch/nomoe.err")"
 [ ! -e "$scratch/nomoe" ] || fail "a refused run created its run directory"
 
-if [ $failures -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "all EESD chain checks passed"
+finish "all EESD chain checks passed"

@@ -13,129 +13,70 @@
 #   (e) bad input: a missing file, a non-HDF5 file, a foreign HDF5 file -> exit 1, one line naming
 #       the file, nothing on stdout; command-line misuse -> exit 2; --help -> 0.
 # Usage: test_inspect_cli.sh UPCYCLE_INSPECT UPCYCLE_TRAIN SCRATCH_DIR
-# SCRATCH_DIR is emptied and reused (kept afterwards for inspection).
+# SCRATCH_DIR is emptied and reused (kept after a failure for inspection).
 set -u
-if [ $# -ne 3 ]; then
-  echo "usage: $0 UPCYCLE_INSPECT UPCYCLE_TRAIN SCRATCH_DIR" >&2
-  exit 2
-fi
+. "$(dirname "$0")/lib.sh"
+cli_usage "UPCYCLE_INSPECT UPCYCLE_TRAIN SCRATCH_DIR" "$@"
 inspect=$1
 train=$2
-scratch=$3
-here=$(cd "$(dirname "$0")" && pwd)
-py=/usr/bin/python3
-checker="$here/check_inspect.py"
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
+checker="$cli_dir/check_inspect.py"
 export OMP_NUM_THREADS=1
-rm -rf "$scratch"
-mkdir -p "$scratch" || { echo "cannot create $scratch"; exit 1; }
-scratch=$(cd "$scratch" && pwd)
+scratch_dir "$3"
 run="$scratch/run"
 
-cat >"$scratch/tiny.ini" <<EOF
-[run]
-stages = dense,upcycle,moe
-seed = 7
-dir = $run
-[model]
-kind = vit
-width = 16
-depth = 2
-heads = 2
-ffn_width = 32
-patch_size = 7
-[moe]
-num_experts = 4
-top_k = 2
-shared_expert = true
-aux_free_rate = 0.001
-[upcycle]
-method = cluster
-calib_tokens = 3000
-kmeans_init_sample = 512
-[eesd]
-enabled = true
-[train]
-steps = 3
-moe_steps = 2
-batch_size = 8
-lr = 0.003
-min_lr = 0.0003
-warmup_steps = 0
-grad_clip = 0
-eval_every = 0
-[data]
-dataset = fashion_mnist
-[checkpoint]
-every = 0
-[log]
-progress = off
-every = 1
-EOF
+tiny_upcycled_ini "$scratch/tiny.ini" dense,upcycle,moe "$run" moe.shared_expert=true moe.aux_free_rate=0.001 \
+  eesd.enabled=true
 : >"$scratch/empty.ini"
 "$train" "$scratch/empty.ini" --print-config >"$scratch/defaults.ini" 2>"$scratch/defaults.err" \
   || { fail "upcycle_train --print-config of an empty config: $(cat "$scratch/defaults.err")"; }
-"$train" "$scratch/tiny.ini" >"$scratch/train.out" 2>"$scratch/train.err"
-status=$?
+record train "$train" "$scratch/tiny.ini"
 dense="$run/checkpoints/dense/step-0000003.h5"
 upcycled="$run/checkpoints/upcycle/upcycled.h5"
 moe="$run/checkpoints/moe/step-0000002.h5"
 if [ "$status" != 0 ] || [ ! -s "$dense" ] || [ ! -s "$upcycled" ] || [ ! -s "$moe" ]; then
   fail "the training run: exit $status; stderr:"; cat "$scratch/train.err"
-  echo "$failures check(s) failed (cannot go on without checkpoints)"
-  exit 1
+  give_up "cannot go on without checkpoints"
 fi
 
 # view NAME ARGS...: runs upcycle_inspect, output in NAME.out / NAME.err, exit status in $status.
 view() {
   local name=$1
   shift
-  "$inspect" "$@" >"$scratch/$name.out" 2>"$scratch/$name.err"
-  status=$?
+  record "$name" "$inspect" "$@"
 }
 # json_view NAME CHECK CHECK_ARGS -- ARGS...: a --json view that must exit 0 and pass the checker.
 json_view() {
   local name=$1 what=$2
   shift 2
-  local check_args=()
-  while [ "$1" != "--" ]; do check_args+=("$1"); shift; done
-  shift
-  view "$name" --json "$@"
+  split_needles "$@"
+  local check_args=("${needles[@]}")
+  view "$name" --json "${args[@]}"
   if [ "$status" != 0 ]; then
     fail "$name: exit $status, expected 0; stderr: $(cat "$scratch/$name.err")"
     return
   fi
-  "$py" "$checker" "$what" "$scratch/$name.out" "${check_args[@]}" || fail "$name: --json $* against h5py/numpy (above)"
+  "$py" "$checker" "$what" "$scratch/$name.out" "${check_args[@]}" \
+    || fail "$name: --json ${args[*]} against h5py/numpy (above)"
 }
 # expect_text NAME NEEDLE...: every NEEDLE in NAME.out.
 expect_text() {
   local name=$1
   shift
-  for n in "$@"; do
-    grep -qF -- "$n" "$scratch/$name.out" || fail "$name: the output lacks '$n'"
-  done
+  holds_all "$scratch/$name.out" "$name: the output" "$@"
 }
 # expect_error NAME STATUS NEEDLE... -- ARGS...: exit STATUS, nothing on stdout, every NEEDLE in stderr;
 # for exit 1 the error is one line.
 expect_error() {
   local name=$1 want=$2
   shift 2
-  local needles=()
-  while [ "$1" != "--" ]; do needles+=("$1"); shift; done
-  shift
-  view "$name" "$@"
+  split_needles "$@"
+  view "$name" "${args[@]}"
   [ "$status" = "$want" ] || fail "$name: exit $status, expected $want; stderr: $(cat "$scratch/$name.err")"
   [ -s "$scratch/$name.out" ] && fail "$name: wrote to stdout: $(head -c 300 "$scratch/$name.out")"
   if [ "$want" = 1 ] && [ "$(wc -l <"$scratch/$name.err")" != 1 ]; then
     fail "$name: expected a one-line error, got: $(cat "$scratch/$name.err")"
   fi
-  for n in "${needles[@]}"; do
-    grep -qF -- "$n" "$scratch/$name.err" || fail "$name: stderr lacks '$n': $(cat "$scratch/$name.err")"
-  done
+  holds_all "$scratch/$name.err" "$name: stderr" "${needles[@]}"
 }
 
 # Copies with h5py: NaN and Inf written into two tensors; a dataset removed, one added and one reshaped.
@@ -308,8 +249,4 @@ view help --help
 expect_text help "--tensors" "--experts" "--diff A B" "--verify" "--config" "--json" "Exit status" \
   "2 command-line misuse"
 
-if [ "$failures" != 0 ]; then
-  echo "$failures check(s) failed (files kept in $scratch)"
-  exit 1
-fi
-echo "all upcycle_inspect checks passed"
+finish "all upcycle_inspect checks passed"

@@ -14,79 +14,36 @@
 #   (g) under mpirun with its output in a file the progress comes as plain lines: no carriage
 #       returns, no escape codes.
 # Usage: test_run_dir_cli.sh UPCYCLE_TRAIN_BINARY SCRATCH_DIR [MPIEXEC]
-# SCRATCH_DIR is emptied and reused (kept afterwards for inspection).
+# SCRATCH_DIR is emptied and reused (kept after a failure for inspection).
 set -u
-if [ $# -lt 2 ]; then
-  echo "usage: $0 UPCYCLE_TRAIN_BINARY SCRATCH_DIR [MPIEXEC]" >&2
-  exit 2
-fi
+. "$(dirname "$0")/lib.sh"
+cli_usage "UPCYCLE_TRAIN_BINARY SCRATCH_DIR [MPIEXEC]" "$@"
 bin=$1
-scratch=$2
 mpiexec=${3:-}
-py=/usr/bin/python3
-failures=0
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+mpi_env
+scratch_dir "$2"
 
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-
-rm -rf "$scratch"
-mkdir -p "$scratch" || { echo "cannot create $scratch"; exit 1; }
-scratch=$(cd "$scratch" && pwd)
-
-cat >"$scratch/tiny.ini" <<EOF
-[run]
-stages = dense
-seed = 7
-dir = $scratch/run
-[model]
-kind = vit
-width = 16
-depth = 2
-heads = 2
-ffn_width = 32
-patch_size = 7
-[train]
-steps = 3
-batch_size = 8
-lr = 0.003
-min_lr = 0.0003
-warmup_steps = 0
-grad_clip = 0
-eval_every = 0
-[data]
-dataset = fashion_mnist
-[checkpoint]
-every = 0
-[log]
-every = 1
-EOF
+# The progress lines at their default (log.progress = auto): (g) checks them.
+tiny_vit_ini "$scratch/tiny.ini" dense "$scratch/run" log.progress=auto
 
 # train NAME ARGS...: runs the binary on one process, output in NAME.out/.err, status in $status.
 train() {
   local name=$1
   shift
-  "$bin" "$scratch/tiny.ini" "$@" >"$scratch/$name.out" 2>"$scratch/$name.err"
-  status=$?
+  record "$name" "$bin" "$scratch/tiny.ini" "$@"
 }
 
 # expect NAME STATUS NEEDLE... -- ARGS...: the run exits STATUS and its stderr holds every NEEDLE.
 expect() {
   local name=$1 want=$2
   shift 2
-  local needles=()
-  while [ "$1" != "--" ]; do needles+=("$1"); shift; done
-  shift
-  train "$name" "$@"
+  split_needles "$@"
+  train "$name" "${args[@]}"
   if [ "$status" != "$want" ]; then
     fail "$name: exit $status, expected $want; stderr:"; cat "$scratch/$name.err"
     return
   fi
-  for n in "${needles[@]}"; do
-    grep -qF -- "$n" "$scratch/$name.err" || { fail "$name: stderr lacks '$n'; it was:"; cat "$scratch/$name.err"; }
-  done
+  holds_all "$scratch/$name.err" "$name: stderr" "${needles[@]}"
 }
 
 host=$(hostname)
@@ -108,9 +65,8 @@ else
   loser=
 fi
 if [ -n "$loser" ]; then
-  for n in "$run/.upcycle.lock" "pid $winner_pid on host $host" "is in use"; do
-    grep -qF -- "$n" "$scratch/$loser.err" || { fail "the refused run's error lacks '$n':"; cat "$scratch/$loser.err"; }
-  done
+  holds_all "$scratch/$loser.err" "the refused run's error" "$run/.upcycle.lock" "pid $winner_pid on host $host" \
+    "is in use"
 fi
 [ ! -e "$run/.upcycle.lock" ] || fail "the lock outlived the runs: $(cat "$run/.upcycle.lock")"
 [ -s "$run/config.ini" ] && [ -s "$run/checkpoints/dense/step-0003000.h5" ] \
@@ -189,9 +145,7 @@ PY
 
 # (g) Progress under mpirun, its output going to a file (the ranks still get a pty from mpirun).
 if [ -n "$mpiexec" ]; then
-  "$mpiexec" --oversubscribe -np 2 "$bin" "$scratch/tiny.ini" --run.dir="$scratch/mpi" --train.steps=4 \
-    >"$scratch/mpi.out" 2>"$scratch/mpi.err"
-  status=$?
+  record mpi "$mpiexec" --oversubscribe -np 2 "$bin" "$scratch/tiny.ini" --run.dir="$scratch/mpi" --train.steps=4
   [ "$status" = 0 ] || { fail "mpirun -np 2: exit $status"; cat "$scratch/mpi.err"; }
   grep -q '\[dense\] step 4/4' "$scratch/mpi.out" || { fail "mpirun -np 2: no progress for step 4:"; cat "$scratch/mpi.out"; }
   if grep -q $'[\r\033]' "$scratch/mpi.out"; then
@@ -202,8 +156,4 @@ else
   echo "note: no mpiexec given (a build without MPI): the progress check under mpirun is not run"
 fi
 
-if [ "$failures" != 0 ]; then
-  echo "$failures check(s) failed (files kept in $scratch)"
-  exit 1
-fi
-echo "all run-directory checks passed"
+finish "all run-directory checks passed"

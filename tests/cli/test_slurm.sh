@@ -20,24 +20,15 @@
 #   (f) slurm/upcycle_gpu.sbatch on the cluster's two stand-in GPUs (training on the CPU): a
 #       2-rank run launched with srun --mpi=pmix ... --gpu-bind=none completes; 2 tasks on 1 GPU
 #       are refused with exit 2.
-# Skipped (exit 77) without root or without the slurm-wlm and munge packages. The cluster, its
-# jobs and the scratch directory are removed at exit, also when the test fails.
+# Skipped (exit 77) without root or without the slurm-wlm and munge packages. The cluster and its
+# jobs are removed at exit, also when the test fails; the scratch directory is kept after a failure.
 # Usage: test_slurm.sh UPCYCLE_TRAIN_BINARY SCRATCH_DIR   (STEPS=1000 by default)
 set -u
-if [ $# -ne 2 ]; then
-  echo "usage: $0 UPCYCLE_TRAIN_BINARY SCRATCH_DIR" >&2
-  exit 2
-fi
+. "$(dirname "$0")/lib.sh"
+cli_usage "UPCYCLE_TRAIN_BINARY SCRATCH_DIR" "$@"
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-scratch=$2
-root=$(cd "$(dirname "$0")/../.." && pwd)
-py=/usr/bin/python3
+root=$(cd "$cli_dir/../.." && pwd)
 steps=${STEPS:-1000}
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
 skip() {
   echo "SKIP: $*"
   exit 77
@@ -54,15 +45,14 @@ for v in $(compgen -e | grep '^SLURM_'); do unset "$v"; done
 unset UPCYCLE_ROOT LAUNCHER MAX_REQUEUES
 export UPCYCLE_BIN=$bin
 
-rm -rf "$scratch"
-mkdir -p "$scratch" || { echo "cannot create $scratch"; exit 1; }
-scratch=$(cd "$scratch" && pwd)
+scratch_dir "$2"
 # The cluster lives in a short path of its own: munged's socket path must fit in 108 bytes.
 cluster=$(mktemp -d /tmp/upcycle-slurm-test.XXXXXX)
 
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   bash "$root/launch/slurm_local.sh" stop "$cluster" >/dev/null 2>&1
-  rm -rf "$cluster" "$scratch"
+  rm -rf "$cluster"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
@@ -73,38 +63,13 @@ setsid bash -c 'while kill -0 '"$$"' 2>/dev/null; do sleep 5; done
   </dev/null >/dev/null 2>&1 &
 
 if ! bash "$root/launch/slurm_local.sh" start "$cluster"; then
-  echo "FAIL: the local Slurm cluster did not start"
-  exit 1
+  fail "the local Slurm cluster did not start"
+  give_up "no job runs without it"
 fi
 export SLURM_CONF="$cluster/slurm.conf"
 
-cat >"$scratch/tiny.ini" <<EOF
-[run]
-stages = dense
-seed = 7
-[model]
-kind = vit
-width = 16
-depth = 2
-heads = 2
-ffn_width = 32
-patch_size = 7
-[train]
-steps = $steps
-batch_size = 16
-lr = 0.003
-min_lr = 0.0003
-warmup_steps = 0
-grad_clip = 0
-eval_every = 0
-[data]
-dataset = fashion_mnist
-[checkpoint]
-every = 100000
-[log]
-progress = off
-every = 1
-EOF
+# Dense training of STEPS steps, batch 16; no mid-run checkpoint but the one a stop writes.
+tiny_vit_ini "$scratch/tiny.ini" dense "" train.steps="$steps" train.batch_size=16 checkpoint.every=100000
 
 # submit NAME [sbatch options] -- [script arguments]: submits slurm/upcycle.sbatch from the
 # scratch directory as 1 node x 2 tasks x 1 CPU; prints the job id.
@@ -355,7 +320,5 @@ echo "(f) job $g of upcycle_gpu.sbatch: $state_g on 2 ranks; 2 tasks on 1 GPU re
 if [ "$failures" -ne 0 ]; then
   echo "--- slurmctld log"
   tail -n 20 "$cluster/state/slurmctld.log" 2>/dev/null | sed 's/^/    /'
-  echo "$failures check(s) failed"
-  exit 1
 fi
-echo "all Slurm checks passed"
+finish "all Slurm checks passed"

@@ -10,92 +10,41 @@
 #       dense one, moe.init = upcycled without the file, a truncated dense checkpoint.
 # Usage: test_upcycle_cli.sh UPCYCLE_TRAIN_BINARY MPIEXEC SCRATCH_DIR
 set -u
-if [ $# -ne 3 ]; then
-  echo "usage: $0 UPCYCLE_TRAIN_BINARY MPIEXEC SCRATCH_DIR" >&2
-  exit 2
-fi
+. "$(dirname "$0")/lib.sh"
+cli_usage "UPCYCLE_TRAIN_BINARY MPIEXEC SCRATCH_DIR" "$@"
 bin=$1
 mpiexec=$2
-scratch=$3
-py=/usr/bin/python3
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-rm -rf "$scratch"
-mkdir -p "$scratch" || { echo "cannot create $scratch"; exit 1; }
-scratch=$(cd "$scratch" && pwd)
+mpi_env
+scratch_dir "$3"
 run="$scratch/run"
 
-cat >"$scratch/tiny.ini" <<EOF
-[run]
-stages = dense,upcycle,moe
-seed = 7
-dir = $run
-[model]
-kind = vit
-width = 16
-depth = 2
-heads = 2
-ffn_width = 32
-patch_size = 7
-[moe]
-num_experts = 4
-top_k = 2
-[upcycle]
-method = cluster
-calib_tokens = 3000
-kmeans_init_sample = 512
-[train]
-steps = 3
-moe_steps = 2
-batch_size = 8
-lr = 0.003
-min_lr = 0.0003
-warmup_steps = 0
-grad_clip = 0
-eval_every = 0
-[data]
-dataset = fashion_mnist
-[checkpoint]
-every = 0
-[log]
-progress = off
-every = 1
-EOF
+tiny_upcycled_ini "$scratch/tiny.ini" dense,upcycle,moe "$run"
 
 # run NAME [mpirun -np N | -] ARGS...: runs upcycle_train, status in $status, output in NAME.out/.err
 run_train() {
   local name=$1 np=$2
   shift 2
   if [ "$np" = 1 ]; then
-    "$bin" "$scratch/tiny.ini" "$@" >"$scratch/$name.out" 2>"$scratch/$name.err"
+    record "$name" "$bin" "$scratch/tiny.ini" "$@"
   else
-    "$mpiexec" --oversubscribe -np "$np" "$bin" "$scratch/tiny.ini" "$@" >"$scratch/$name.out" 2>"$scratch/$name.err"
+    record "$name" "$mpiexec" --oversubscribe -np "$np" "$bin" "$scratch/tiny.ini" "$@"
   fi
-  status=$?
 }
 # expect_fail NAME STATUS NEEDLE... -- ARGS...: exit STATUS and every NEEDLE in stderr.
 expect_fail() {
   local name=$1 want=$2
   shift 2
-  local needles=()
-  while [ "$1" != "--" ]; do needles+=("$1"); shift; done
-  shift
-  run_train "$name" 1 "$@"
+  split_needles "$@"
+  run_train "$name" 1 "${args[@]}"
   [ "$status" = "$want" ] || fail "$name: exit $status, expected $want; stderr: $(cat "$scratch/$name.err")"
-  for n in "${needles[@]}"; do
-    grep -qF -- "$n" "$scratch/$name.err" || fail "$name: stderr lacks '$n': $(cat "$scratch/$name.err")"
-  done
+  holds_all "$scratch/$name.err" "$name: stderr" "${needles[@]}"
 }
 
 # (a) The chain with cluster upcycling on 2 ranks.
 run_train chain 2
 if [ "$status" != 0 ]; then
   fail "chain: exit $status; stderr:"; cat "$scratch/chain.err"
-  echo "$failures check(s) failed"; exit 1
+  give_up "cannot go on without the chain's checkpoints"
 fi
 for f in checkpoints/dense/step-0000003.h5 checkpoints/upcycle/upcycled.h5 checkpoints/moe/step-0000002.h5 \
          checkpoints/latest.h5 upcycle_report.json metrics.jsonl report.json; do
@@ -163,8 +112,4 @@ head -c 2000 "$run/checkpoints/dense/step-0000003.h5" >"$scratch/truncated.h5"
 expect_fail truncated 1 "$scratch/truncated.h5" -- \
   --run.stages=upcycle --run.dir="$scratch/t" --upcycle.dense_checkpoint="$scratch/truncated.h5"
 
-if [ "$failures" != 0 ]; then
-  echo "$failures check(s) failed (files kept in $scratch)"
-  exit 1
-fi
-echo "all upcycle command-line checks passed"
+finish "all upcycle command-line checks passed"
