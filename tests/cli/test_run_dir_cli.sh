@@ -143,6 +143,15 @@ if nonfinite == 0:
 print(f"strict JSON: {nonfinite} non-finite value(s) written as null with their reason")
 PY
 
+# (f2) A skip run that keeps diverging stops with exit 1 once train.max_skipped_steps consecutive
+# steps were skipped, naming the steps and the key; it writes no final report.
+train diverged --run.dir="$scratch/diverged" --train.steps=40 --train.lr=1e30 --train.nan_policy=skip \
+  --train.max_skipped_steps=3
+[ "$status" = 1 ] || fail "a skip run that keeps diverging: exit $status, expected 1"
+grep -qF "more than train.max_skipped_steps = 3: the run diverged" "$scratch/diverged.err" \
+  || { fail "no message about train.max_skipped_steps:"; cat "$scratch/diverged.err"; }
+[ ! -e "$scratch/diverged/report.json" ] || fail "a diverged run wrote report.json as if it had succeeded"
+
 # (g) Progress under mpirun, its output going to a file (the ranks still get a pty from mpirun).
 if [ -n "$mpiexec" ]; then
   record mpi "$mpiexec" --oversubscribe -np 2 "$bin" "$scratch/tiny.ini" --run.dir="$scratch/mpi" --train.steps=4
