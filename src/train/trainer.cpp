@@ -108,10 +108,7 @@ void Trainer::resume_from(const std::string& path) {
   }
   if (metrics_.enabled()) {
     // The killed run's events after the checkpoint are cut, so each step appears once.
-    const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
-    metrics_ = MetricsWriter();
-    const std::int64_t dropped = cut_metrics_after(metrics_path, stage_, state_.step);
-    metrics_ = MetricsWriter(metrics_path);
+    const std::int64_t dropped = cut_own_metrics_after(state_.step);
     std::string keys = "[";
     for (const auto& c : changed) keys += (keys.size() > 1 ? ", \"" : "\"") + json_escape(c) + "\"";
     metrics_.write(JsonObject()
@@ -128,13 +125,20 @@ void Trainer::start_fresh() {
   if (!metrics_.enabled()) return;
   // Events of this stage from an earlier attempt that saved no checkpoint (checkpoint.resume = auto
   // found none) would otherwise appear twice.
-  const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
-  metrics_ = MetricsWriter();
-  const std::int64_t dropped = cut_metrics_after(metrics_path, stage_, -1);
-  metrics_ = MetricsWriter(metrics_path);
+  const std::int64_t dropped = cut_own_metrics_after(-1);
   if (dropped > 0)
     metrics_.write(
         JsonObject().add("event", "restart").add("stage", stage_).add("step", 0).add("dropped_events", dropped));
+}
+
+std::int64_t Trainer::cut_own_metrics_after(std::int64_t step) {
+  // The writer is closed around the cut: the cut replaces the file by a rename, and a writer left
+  // open would go on appending to the replaced one.
+  const std::string path = (fs::path(run_dir_) / "metrics.jsonl").string();
+  metrics_ = MetricsWriter();
+  const std::int64_t dropped = cut_metrics_after(path, stage_, step);
+  metrics_ = MetricsWriter(path);
+  return dropped;
 }
 
 void Trainer::say(const std::string& line, LogLevel level) {

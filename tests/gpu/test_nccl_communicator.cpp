@@ -51,6 +51,7 @@
 #include "upcycle/train/moe_training.hpp"
 #include "upcycle/train/trainer.hpp"
 #include "fake_fashion_mnist.hpp"
+#include "metrics_file.hpp"
 #include "tiny_configs.hpp"
 
 namespace upcycle {
@@ -372,18 +373,6 @@ TEST_F(NcclOneRank, MoeLayerForwardAndBackwardMatchSelf) {
 
 // --- 5 training steps through the Trainer ---
 
-std::vector<double> logged_grad_norms(const fs::path& dir) {
-  std::vector<double> out;
-  std::ifstream in(dir / "metrics.jsonl");
-  std::string line;
-  const std::string key = "\"grad_norm\":";
-  while (std::getline(in, line)) {
-    const auto at = line.find(key);
-    if (at != std::string::npos) out.push_back(std::strtod(line.c_str() + at + key.size(), nullptr));
-  }
-  return out;
-}
-
 TEST_F(NcclOneRank, FiveMoeTrainingStepsMatchSelfOnTheSameGpu) {
   const fs::path root = fs::temp_directory_path() / ("upcycle_test_nccl_" + std::to_string(::getpid()));
   fs::remove_all(root);
@@ -395,7 +384,7 @@ TEST_F(NcclOneRank, FiveMoeTrainingStepsMatchSelfOnTheSameGpu) {
     MoeTask t = make_moe_task(cfg, world);
     Trainer trainer(cfg, t.groups, *t.task, "moe", dir.string());
     const TrainResult r = trainer.run();
-    norms = logged_grad_norms(dir);
+    norms = upcycle::testing::logged_grad_norms(dir);
     return r.losses;
   };
   std::vector<double> norms_self, norms_nccl;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "metrics_file.hpp"
 #include "tiny_configs.hpp"
 #include "upcycle/dist/world.hpp"
 #include "upcycle/train/trainer.hpp"
@@ -58,19 +59,6 @@ fs::path shared_dir(Communicator& world, const std::string& name) {
          ("upcycle_test_moe_training_" + name + "_" + std::to_string(pid.to_vector<std::int64_t>()[0]));
 }
 
-// The "grad_norm" of every train event of <dir>/metrics.jsonl (the global norm before clipping).
-std::vector<double> logged_grad_norms(const fs::path& dir) {
-  std::vector<double> out;
-  std::ifstream in(dir / "metrics.jsonl");
-  std::string line;
-  const std::string key = "\"grad_norm\":";
-  while (std::getline(in, line)) {
-    const auto at = line.find(key);
-    if (at != std::string::npos) out.push_back(std::strtod(line.c_str() + at + key.size(), nullptr));
-  }
-  return out;
-}
-
 // Float sums are ordered differently with P (per-rank token means, all-reduces, the expert
 // exchange): the largest relative difference measured over these runs is ~5e-8 (CPU, np 1/2/4);
 // the bound leaves 20x room. AdamW hides a constant gradient scale, so the logged global gradient
@@ -99,7 +87,7 @@ void expect_losses_independent_of_the_expert_parallel_size(const std::vector<Con
     if (world->rank() == 0) fs::remove_all(dir);
     world->barrier();
     auto losses = train_on_first_ranks(world, size, steps, dir.string(), plus({{"checkpoint.every", "0"}}, extra));
-    if (world->rank() == 0) norms = logged_grad_norms(dir), fs::remove_all(dir);
+    if (world->rank() == 0) norms = upcycle::testing::logged_grad_norms(dir), fs::remove_all(dir);
     world->barrier();
     return losses;
   };

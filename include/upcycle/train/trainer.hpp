@@ -53,6 +53,8 @@ class Trainer {
   void resume_from(const std::string& path);
   // A fresh start: cuts this stage's events of an earlier attempt from metrics.jsonl.
   void start_fresh();
+  // cut_metrics_after on this run's metrics.jsonl for this stage (rank 0, metrics enabled).
+  std::int64_t cut_own_metrics_after(std::int64_t step);
   // Logs the stop and throws StopRequested (the checkpoint of this step is written).
   [[noreturn]] void stop_after_checkpoint(int local_signal);
   void log_step(std::int64_t step, double loss, double lr, double grad_norm, double tokens_per_s);
